@@ -2,6 +2,28 @@
 
 from __future__ import annotations
 
+from ._buffering import DEFAULT_MAX_BATCHES_IN_FLIGHT, BufferingForwarder, ForwarderStatistics
+from ._chain import ChainBreak, HashChain, record_hash, verify_chain
+from ._entry import AuditEntry, Severity
+from ._protocol import DROP_REASONS, AuditForwarder, AuditSink, DropReason, SendResult
 from ._schema import AUDIT_TABLE, Column, TableSchema
 
-__all__ = ["AUDIT_TABLE", "Column", "TableSchema"]
+__all__ = [
+    "AUDIT_TABLE",
+    "DEFAULT_MAX_BATCHES_IN_FLIGHT",
+    "DROP_REASONS",
+    "AuditEntry",
+    "AuditForwarder",
+    "AuditSink",
+    "BufferingForwarder",
+    "ChainBreak",
+    "Column",
+    "DropReason",
+    "ForwarderStatistics",
+    "HashChain",
+    "SendResult",
+    "Severity",
+    "TableSchema",
+    "record_hash",
+    "verify_chain",
+]

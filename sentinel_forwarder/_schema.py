@@ -1,8 +1,8 @@
 """The ``AISentinelAudit_CL`` table schema: the single source of truth.
 
-The row mapping of :class:`~sentinel_forwarder.AuditEntry`, the emulator's default data collection rule and the
-ARM templates in ``dcr_templates/`` are all derived from :data:`AUDIT_TABLE`. A test fails when any of them
-disagrees with it.
+The row mapping of :class:`~sentinel_forwarder.AuditEntry`, the emulator's default data collection rule
+and the ARM templates in ``dcr_templates/`` are all derived from :data:`AUDIT_TABLE`. A test fails when
+any of them disagrees with it.
 """
 
 from __future__ import annotations
@@ -37,7 +37,9 @@ _DCR_TYPES: Mapping[str, str] = {
 }
 
 #: Column names a custom table may not use (Azure Monitor limits, custom logs).
-RESERVED_COLUMN_NAMES = frozenset({"_ResourceId", "id", "_SubscriptionId", "TenantId", "Type", "UniqueId", "Title"})
+RESERVED_COLUMN_NAMES = frozenset(
+    {"_ResourceId", "id", "_SubscriptionId", "TenantId", "Type", "UniqueId", "Title"}
+)
 _COLUMN_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,44}$")
 _MAX_COLUMNS = 500
 
@@ -56,7 +58,7 @@ def validate_column_name(name: str) -> None:
         raise ValueError(f"column name {name!r} is reserved by Azure Monitor")
     if not _COLUMN_NAME.match(name):
         raise ValueError(
-            f"column name {name!r} must start with a letter and hold at most 45 letters, digits or underscores"
+            f"column name {name!r} must start with a letter; at most 45 letters, digits or underscores"
         )
 
 

@@ -1,0 +1,159 @@
+"""OpenTelemetry instruments (through opentelemetry-api only) and the rate-limited drop log.
+
+Instruments are created once per meter provider and shared by every forwarder that uses it; each forwarder's
+rows carry its ``forwarder.name`` attribute. Attribute dicts are built once. The queue depth is an observable
+gauge read from the queues at collection time, so ``forward()`` pays nothing for metrics unless it drops.
+"""
+
+from __future__ import annotations
+
+__all__ = ["DropLog", "Instruments", "instruments_for"]
+
+import logging
+import threading
+import time
+import weakref
+from collections.abc import Callable, Iterable, Mapping
+from typing import Protocol
+
+from opentelemetry import metrics
+
+from ._protocol import DROP_REASONS, DropReason
+
+METER_NAME = "sentinel_forwarder"
+_VERSION = "0.1.0"
+
+
+class _Observed(Protocol):
+    """What the queue-depth gauge reads from a forwarder."""
+
+    @property
+    def name(self) -> str: ...
+
+    def queue_depth(self) -> int: ...
+
+
+class Instruments:
+    """The library's instruments on one meter provider."""
+
+    def __init__(self, meter_provider: metrics.MeterProvider | None) -> None:
+        meter = metrics.get_meter(METER_NAME, _VERSION, meter_provider=meter_provider)
+        self.dropped = meter.create_counter(
+            "audit.forward.dropped", unit="{row}", description="Audit rows dropped, by reason."
+        )
+        self.sent = meter.create_counter(
+            "audit.forward.sent", unit="{row}", description="Audit rows accepted by the sink (delivered)."
+        )
+        self.batches = meter.create_counter(
+            "audit.forward.batches",
+            unit="{batch}",
+            description="Batches handed to the sink, by outcome (success, partial, failure).",
+        )
+        self.duration = meter.create_histogram(
+            "audit.forward.batch.duration",
+            unit="s",
+            description="Time to deliver one batch, retries included.",
+        )
+        self._observed: weakref.WeakSet[_Observed] = weakref.WeakSet()
+        meter.create_observable_gauge(
+            "audit.forward.queue.depth",
+            callbacks=[self._observe_depth],
+            unit="{row}",
+            description="Rows waiting in the forwarder's buffer.",
+        )
+
+    def observe(self, forwarder: _Observed) -> None:
+        """Report *forwarder*'s queue depth until it is garbage-collected or :meth:`forget` is called."""
+        self._observed.add(forwarder)
+
+    def forget(self, forwarder: _Observed) -> None:
+        self._observed.discard(forwarder)
+
+    def _observe_depth(self, options: metrics.CallbackOptions) -> Iterable[metrics.Observation]:
+        return [
+            metrics.Observation(f.queue_depth(), {"forwarder.name": f.name}) for f in list(self._observed)
+        ]
+
+
+_registry: dict[int, Instruments] = {}
+_registry_lock = threading.Lock()
+
+
+def instruments_for(meter_provider: metrics.MeterProvider | None) -> Instruments:
+    """The shared :class:`Instruments` of *meter_provider* (``None``: the global provider)."""
+    key = id(meter_provider) if meter_provider is not None else 0
+    with _registry_lock:
+        inst = _registry.get(key)
+        if inst is None:
+            inst = _registry[key] = Instruments(meter_provider)
+        return inst
+
+
+class ForwarderAttributes:
+    """Attribute dicts of one forwarder, built once."""
+
+    def __init__(self, name: str) -> None:
+        self.base: Mapping[str, str] = {"forwarder.name": name}
+        self.by_reason: Mapping[DropReason, Mapping[str, str]] = {
+            r: {"forwarder.name": name, "reason": r} for r in DROP_REASONS
+        }
+        self.by_outcome: Mapping[str, Mapping[str, str]] = {
+            o: {"forwarder.name": name, "outcome": o} for o in ("success", "partial", "failure")
+        }
+
+
+class DropLog:
+    """Logs drops as WARNINGs, at most once per *interval* per reason, with the count since the last line.
+
+    Thread-safe. The clock is injectable for tests.
+
+    :param logger: where to log.
+    :param interval: seconds between two lines for the same reason.
+    :param clock: a monotonic clock.
+    """
+
+    def __init__(
+        self,
+        logger: logging.Logger,
+        *,
+        interval: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._logger = logger
+        self._interval = interval
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._pending: dict[DropReason, int] = {}
+        self._detail: dict[DropReason, str] = {}
+        self._next_at: dict[DropReason, float] = {}
+
+    def record(self, reason: DropReason, count: int, detail: str | None = None) -> None:
+        """Note *count* rows dropped for *reason*; log now if the last line for it is old enough."""
+        now = self._clock()
+        with self._lock:
+            self._pending[reason] = self._pending.get(reason, 0) + count
+            if detail:
+                self._detail[reason] = detail
+            if now < self._next_at.get(reason, float("-inf")):
+                return
+            self._next_at[reason] = now + self._interval
+            pending = self._pending.pop(reason)
+            last = self._detail.pop(reason, None)
+        self._emit(reason, pending, last)
+
+    def flush(self) -> None:
+        """Log every count not yet logged (at close)."""
+        with self._lock:
+            items = [(r, n, self._detail.pop(r, None)) for r, n in self._pending.items()]
+            self._pending.clear()
+        for reason, count, detail in items:
+            self._emit(reason, count, detail)
+
+    def _emit(self, reason: DropReason, count: int, detail: str | None) -> None:
+        self._logger.warning(
+            "sentinel-forwarder dropped %d audit row%s (reason=%s)%s",
+            count,
+            "" if count == 1 else "s",
+            reason,
+            f": {detail}" if detail else "",
+        )

@@ -1,0 +1,141 @@
+"""The one async interface every sink and wrapper implements, and what a send reports."""
+
+from __future__ import annotations
+
+__all__ = ["DROP_REASONS", "AuditForwarder", "AuditSink", "DropReason", "SendResult"]
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType, TracebackType
+from typing import Literal, Protocol, TypeVar, runtime_checkable
+
+from ._entry import AuditEntry
+
+#: Why a row was not delivered. A closed set: every drop is counted under exactly one of these.
+DropReason = Literal[
+    "queue_full",  # the buffer was at capacity when the row was offered (the new row is dropped)
+    "closed",  # offered after the forwarder was closed
+    "shutdown_timeout",  # still queued or in flight when the drain deadline passed
+    "transform_error",  # the user's transform raised for this row
+    "invalid_row",  # the row cannot be serialised to JSON (e.g. an extra value of an unsupported type)
+    "too_large",  # the row alone exceeds the 1 MB request limit, or the service answered 413
+    "rejected",  # the service answered 400 (or another non-retryable 4xx)
+    "unauthorized",  # 401/403: token refused or the identity lacks Monitoring Metrics Publisher on the DCR
+    "not_found",  # 404: unknown DCR immutable id or stream name
+    "credential_error",  # no access token could be acquired
+    "retries_exhausted",  # 429/5xx/connection errors/timeouts outlasted the retry budget
+    "sink_error",  # the sink raised, or reported fewer rows than it was given
+]
+DROP_REASONS: tuple[DropReason, ...] = (
+    "queue_full",
+    "closed",
+    "shutdown_timeout",
+    "transform_error",
+    "invalid_row",
+    "too_large",
+    "rejected",
+    "unauthorized",
+    "not_found",
+    "credential_error",
+    "retries_exhausted",
+    "sink_error",
+)
+
+_NO_DROPS: Mapping[DropReason, int] = MappingProxyType({})
+
+
+@dataclass(frozen=True)
+class SendResult:
+    """What became of a batch: how many rows were delivered and how many were dropped, by reason.
+
+    A sink reports service errors here instead of raising; ``sent + sum(dropped.values())`` equals the number
+    of rows it was given.
+    """
+
+    sent: int = 0
+    dropped: Mapping[DropReason, int] = field(default=_NO_DROPS)
+    #: The last error message (the service's own where there was one), for logs. Never holds secrets.
+    error: str | None = None
+
+    @property
+    def total(self) -> int:
+        """Rows accounted for: sent plus dropped."""
+        return self.sent + sum(self.dropped.values())
+
+    @classmethod
+    def failed(cls, reason: DropReason, count: int, error: str | None = None) -> SendResult:
+        """All *count* rows dropped for one reason."""
+        return cls(0, MappingProxyType({reason: count}) if count else _NO_DROPS, error)
+
+    def __add__(self, other: SendResult) -> SendResult:
+        dropped = dict(self.dropped)
+        for reason, n in other.dropped.items():
+            dropped[reason] = dropped.get(reason, 0) + n
+        return SendResult(self.sent + other.sent, MappingProxyType(dropped), other.error or self.error)
+
+
+_F = TypeVar("_F", bound="AuditForwarder")
+
+
+@runtime_checkable
+class AuditForwarder(Protocol):
+    """Anything that takes batches of audit entries: a sink (Azure, a file, another SIEM) or a wrapper.
+
+    Use it with ``async with``: entering opens it (connections, background tasks), leaving drains and closes.
+    """
+
+    async def __aenter__(self: _F) -> _F: ...
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_val: BaseException | None,
+        exc_tb: TracebackType | None,
+    ) -> bool | None: ...
+
+    async def send_batch(self, entries: Sequence[AuditEntry], /) -> SendResult:
+        """Deliver *entries*; report what was sent and what was dropped, by reason.
+
+        Raises only for misconfiguration or bugs; service errors are reported in the result.
+        """
+        ...
+
+    async def aclose(self) -> None:
+        """Release resources. Idempotent."""
+        ...
+
+
+class AuditSink:
+    """Convenience base for sinks: ``async with`` support on top of :meth:`send_batch` and :meth:`aclose`.
+
+    Subclasses implement :meth:`send_batch` and, if they hold resources, :meth:`aclose`::
+
+        class JsonLinesSink(AuditSink):
+            def __init__(self, path): self._file = open(path, "a")
+            async def send_batch(self, entries):
+                for e in entries:
+                    self._file.write(json.dumps(e.to_row()) + "\\n")
+                return SendResult(sent=len(entries))
+            async def aclose(self): self._file.close()
+    """
+
+    async def __aenter__(self: _S) -> _S:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_val: BaseException | None,
+        exc_tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def send_batch(self, entries: Sequence[AuditEntry], /) -> SendResult:
+        """Deliver *entries*; see :class:`AuditForwarder`."""
+        raise NotImplementedError
+
+    async def aclose(self) -> None:
+        """Release resources. Idempotent. The default holds none."""
+
+
+_S = TypeVar("_S", bound=AuditSink)
