@@ -89,7 +89,7 @@ class AuditEntry:
     timestamp: datetime = field(default_factory=_utcnow)
     hash: str = ""
     previous_hash: str = ""
-    extra: Mapping[str, Any] = field(default=_EMPTY, hash=False)
+    extra: Mapping[str, Any] = field(default_factory=lambda: _EMPTY, hash=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.severity, Severity):

@@ -53,7 +53,7 @@ class SendResult:
     """
 
     sent: int = 0
-    dropped: Mapping[DropReason, int] = field(default=_NO_DROPS)
+    dropped: Mapping[DropReason, int] = field(default_factory=lambda: _NO_DROPS)
     #: The last error message (the service's own where there was one), for logs. Never holds secrets.
     error: str | None = None
 

@@ -54,7 +54,9 @@ def validate_column_name(name: str) -> None:
 
     :raises ValueError: if the name is reserved, too long, or does not start with a letter.
     """
-    if name in RESERVED_COLUMN_NAMES or name.lower() == "id":
+    # Matched exactly: KQL column names are case-sensitive, and the table's own ``Id`` column is not ``id``.
+    # (Whether the service also refuses other casings is unverified; AISentinelAudit_CL uses ``Id``.)
+    if name in RESERVED_COLUMN_NAMES:
         raise ValueError(f"column name {name!r} is reserved by Azure Monitor")
     if not _COLUMN_NAME.match(name):
         raise ValueError(
