@@ -1,0 +1,506 @@
+"""The ASGI application: the Logs Ingestion upload operation, fault injection and the admin endpoints.
+
+Request handling, in order (the first failing check answers):
+
+1. fault injection (ingestion paths only): latency, dropped connection, scripted or random failure;
+2. ``Authorization: Bearer <token>`` → 401 ``InvalidAuthenticationToken``;
+3. ``api-version`` → 400 ``MissingApiVersionParameter`` / ``UnsupportedApiVersion``;
+4. DCR immutable id → 404 ``NotFound``; stream → 404 ``InvalidStream``;
+5. ``Content-Type`` → 415 ``UnsupportedMediaType``; ``Content-Encoding`` → 415 ``UnsupportedContentEncoding``;
+6. body size (as sent, then decoded) → 413 ``ContentLengthLimitExceeded``;
+7. per-DCR rate limit → 429 ``TooManyRequests`` with ``Retry-After``;
+8. gzip, UTF-8, JSON, array of objects → 400 ``InvalidContentEncoding``, ``InvalidJson``, ``InvalidPayload``;
+9. column types → 400 ``InvalidColumnValue`` naming the record index and the column;
+10. rows stored → 204.
+
+Only 404 ``NotFound`` and 413 ``ContentLengthLimitExceeded`` (codes and messages) are documented for the real
+service; the other codes are the emulator's choice (see docs/emulator.md).
+"""
+
+from __future__ import annotations
+
+__all__ = ["MAX_BODY_BYTES", "SUPPORTED_API_VERSIONS", "create_app"]
+
+import asyncio
+import json
+import logging
+import math
+import zlib
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from ._dcr import DataCollectionRule, RowError
+from ._faults import DEFAULT_ERROR_CODES, Fault, Faults
+from ._stats import StatsRecorder
+from ._store import RowStore
+
+_LOGGER = logging.getLogger(__name__)
+
+#: Largest accepted body, as sent and after gzip decoding (the service's documented 1 MB).
+MAX_BODY_BYTES = 1_048_576
+#: api-version values the emulator accepts (the SDK sends 2023-01-01).
+SUPPORTED_API_VERSIONS = frozenset({"2023-01-01", "2021-11-01-preview"})
+
+# An oversized body is read on (and discarded) up to this many bytes so that the client gets to read the 413;
+# beyond it the emulator stops reading and closes the connection after answering.
+_DRAIN_LIMIT = 8 * MAX_BODY_BYTES
+# When decoded gzip exceeds the limit, the reported size counts on (discarding output) up to this many bytes.
+_COUNT_LIMIT = 64 * MAX_BODY_BYTES
+_INGEST_PREFIX = "/dataCollectionRules/"
+_SCOPE_KEY = "sentinel_forwarder.emulator.raw_send"
+
+
+class _ConnectionDropped(Exception):
+    """Raised to make uvicorn close the connection when the transport cannot be aborted directly."""
+
+
+class _DropFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and isinstance(record.exc_info[1], _ConnectionDropped))
+
+
+logging.getLogger("uvicorn.error").addFilter(_DropFilter())
+
+
+@dataclass
+class _Body:
+    data: bytes | None  # None when over the limit
+    size: int  # bytes read
+    complete: bool  # whether the whole body was read
+
+
+def _error(
+    status: int,
+    code: str,
+    message: str,
+    *,
+    retry_after: float | None = None,
+    close: bool = False,
+) -> Response:
+    headers = {"x-ms-error-code": code}
+    if retry_after is not None:
+        headers["Retry-After"] = str(max(0, math.ceil(retry_after)))
+    if status == 401:
+        headers["WWW-Authenticate"] = "Bearer"
+    if close:
+        headers["Connection"] = "close"
+    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
+
+
+def _too_large(size: int) -> str:
+    return (
+        f"Maximum allowed content length: {MAX_BODY_BYTES} bytes (1 MB). "
+        f"Provided content length: {size} bytes."
+    )
+
+
+async def _read_body(receive: Receive, limit: int, stats: StatsRecorder) -> _Body:
+    """Read the request body, buffering at most *limit* bytes and discarding (but counting) the rest."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return _Body(None, size, False)
+        chunk: bytes = message.get("body", b"")
+        size += len(chunk)
+        stats.received(len(chunk))
+        if size <= limit:
+            chunks.append(chunk)
+        elif chunks:
+            chunks.clear()
+        more = bool(message.get("more_body", False))
+        if not more:
+            return _Body(b"".join(chunks) if size <= limit else None, size, True)
+        if size > _DRAIN_LIMIT:
+            return _Body(None, size, False)
+
+
+def _gunzip(data: bytes) -> tuple[bytes | None, int]:
+    """Decode gzip without ever holding more than the limit: (decoded or None when too large, decoded size).
+
+    :raises zlib.error: for corrupt data.
+    :raises ValueError: for truncated data or trailing garbage.
+    """
+    decoder = zlib.decompressobj(wbits=31)
+    out = decoder.decompress(data, MAX_BODY_BYTES + 1)
+    if len(out) > MAX_BODY_BYTES:
+        total = len(out)
+        del out
+        while decoder.unconsumed_tail and total < _COUNT_LIMIT:
+            total += len(decoder.decompress(decoder.unconsumed_tail, MAX_BODY_BYTES))
+        return None, total
+    if not decoder.eof:
+        raise ValueError("the gzip stream is truncated")
+    if decoder.unused_data:
+        raise ValueError("unexpected data after the end of the gzip stream")
+    return out, len(out)
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _describe(value: object) -> str:
+    if isinstance(value, dict):
+        return "a JSON object"
+    if isinstance(value, str):
+        return "a JSON string"
+    if isinstance(value, bool) or value is None:
+        return f"JSON {json.dumps(value)}"
+    return "a JSON number"
+
+
+class _Ingest:
+    """The upload operation."""
+
+    def __init__(
+        self,
+        rules: Mapping[str, DataCollectionRule],
+        store: RowStore,
+        faults: Faults,
+        stats: StatsRecorder,
+        tokens: frozenset[str] | None,
+    ) -> None:
+        self._rules = rules
+        self._store = store
+        self._faults = faults
+        self._stats = stats
+        self._tokens = tokens
+
+    async def _reject(self, request: Request, status: int, code: str, message: str, **kw: Any) -> Response:
+        # Read (and discard) the body first so that the client gets to read the answer.
+        body = await _read_body(request.receive, 0, self._stats)
+        return _error(status, code, message, close=not body.complete, **kw)
+
+    async def handle(self, request: Request) -> Response:
+        """Serve one upload request (Starlette endpoint).
+
+        :param request: The request; its body is read through ``request.receive`` with a size limit.
+        """
+        rule_id: str = request.path_params["rule_id"]
+        stream_name: str = request.path_params["stream"]
+
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
+            return await self._reject(
+                request,
+                401,
+                "InvalidAuthenticationToken",
+                "Authorization header with a Bearer token is required.",
+            )
+        if self._tokens is not None and token not in self._tokens:
+            # Never log or echo the token.
+            return await self._reject(
+                request, 401, "InvalidAuthenticationToken", "The provided bearer token is not valid."
+            )
+
+        api_version = request.query_params.get("api-version")
+        if not api_version:
+            return await self._reject(
+                request, 400, "MissingApiVersionParameter", "The api-version query parameter is required."
+            )
+        if api_version not in SUPPORTED_API_VERSIONS:
+            return await self._reject(
+                request,
+                400,
+                "UnsupportedApiVersion",
+                f"The api-version '{api_version[:64]}' is not supported; use one of "
+                f"{', '.join(sorted(SUPPORTED_API_VERSIONS))}.",
+            )
+
+        rule = self._rules.get(rule_id)
+        if rule is None:
+            return await self._reject(
+                request, 404, "NotFound", f"Data collection rule with immutable Id '{rule_id}' not found."
+            )
+        stream = rule.streams.get(stream_name)
+        if stream is None:
+            return await self._reject(
+                request,
+                404,
+                "InvalidStream",
+                f"Stream '{stream_name}' is not declared in data collection rule "
+                f"with immutable Id '{rule_id}'.",
+            )
+
+        media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+        if media_type != "application/json":
+            return await self._reject(
+                request,
+                415,
+                "UnsupportedMediaType",
+                f"Content-Type must be application/json, not '{media_type[:64] or '(missing)'}'.",
+            )
+        encoding = request.headers.get("content-encoding", "").strip().lower()
+        if encoding not in ("", "identity", "gzip"):
+            return await self._reject(
+                request,
+                415,
+                "UnsupportedContentEncoding",
+                f"Content-Encoding must be gzip or absent, not '{encoding[:64]}'.",
+            )
+
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+            return await self._reject(request, 413, "ContentLengthLimitExceeded", _too_large(int(declared)))
+        body = await _read_body(request.receive, MAX_BODY_BYTES, self._stats)
+        if body.data is None:
+            return _error(413, "ContentLengthLimitExceeded", _too_large(body.size), close=not body.complete)
+
+        wait = self._faults.admit(rule_id, body.size)
+        if wait is not None:
+            return _error(
+                429,
+                "TooManyRequests",
+                f"Rate limit of data collection rule with immutable Id '{rule_id}' exceeded; retry after "
+                f"{math.ceil(wait)} seconds.",
+                retry_after=wait,
+            )
+
+        raw = body.data
+        if encoding == "gzip":
+            try:
+                decoded, size = _gunzip(raw)
+            except (zlib.error, ValueError) as exc:
+                return _error(400, "InvalidContentEncoding", f"The body is not valid gzip: {exc}.")
+            if decoded is None:
+                return _error(413, "ContentLengthLimitExceeded", _too_large(size))
+            raw = decoded
+        self._stats.decompressed(len(raw))
+
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            return _error(400, "InvalidJson", f"The body is not valid UTF-8: {exc}.")
+        try:
+            payload = json.loads(text, parse_constant=_reject_constant)
+        except (ValueError, RecursionError) as exc:
+            return _error(400, "InvalidJson", f"The body is not valid JSON: {exc}.")
+        if not isinstance(payload, list):
+            return _error(
+                400,
+                "InvalidPayload",
+                f"The body must be a JSON array of objects, not {_describe(payload)}. "
+                "(The real service answers "
+                "204 to a bare object and drops it; the emulator rejects it.)",
+            )
+        try:
+            rows = [stream.validate(index, row) for index, row in enumerate(payload)]
+        except RowError as exc:
+            return _error(400, "InvalidColumnValue" if exc.column else "InvalidPayload", str(exc))
+
+        for table in stream.tables:
+            self._store.insert(table, rows, rule_id=rule_id, stream=stream_name)
+        self._stats.rows(len(rows))
+        return Response(status_code=204)
+
+
+class _Faulty:
+    """Outermost ASGI layer: counts ingestion requests and applies injected faults before the app."""
+
+    def __init__(self, app: ASGIApp, faults: Faults, stats: StatsRecorder) -> None:
+        self._app = app
+        self._faults = faults
+        self._stats = stats
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith(_INGEST_PREFIX):
+            await self._app(scope, receive, send)
+            return
+        self._stats.request()
+        stats = self._stats
+
+        async def counting_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                stats.response(int(message["status"]))
+            await send(message)
+
+        latency, fault = self._faults.next_request()
+        if latency:
+            await asyncio.sleep(latency)
+        if fault is None:
+            await self._app(scope, receive, counting_send)
+        elif fault.kind == "drop":
+            await self._drop(receive, send)
+        else:
+            await self._fail(fault, scope, receive, counting_send)
+
+    async def _fail(self, fault: Fault, scope: Scope, receive: Receive, send: Send) -> None:
+        body = await _read_body(receive, 0, self._stats)
+        code = fault.code or DEFAULT_ERROR_CODES.get(fault.status, "EmulatedFault")
+        response = _error(
+            fault.status,
+            code,
+            fault.message or "Injected fault (emulator).",
+            retry_after=fault.retry_after,
+            close=not body.complete,
+        )
+        await response(scope, receive, send)
+
+    async def _drop(self, receive: Receive, send: Send) -> None:
+        await _read_body(receive, 0, self._stats)
+        self._stats.dropped()
+        # uvicorn's send is a bound method of its request cycle, which holds the asyncio transport: abort it
+        # (no response byte is written), then wait for uvicorn to notice the disconnect so it logs nothing.
+        transport = getattr(getattr(send, "__self__", None), "transport", None)
+        if isinstance(transport, asyncio.Transport):
+            transport.abort()
+            try:
+                await asyncio.wait_for(_until_disconnect(receive), 5)
+            except asyncio.TimeoutError:  # pragma: no cover - uvicorn always reports the disconnect
+                _LOGGER.debug("no disconnect event after aborting a connection")
+            return
+        # Fallback for other servers: start a response that promises a body, then fail; the server closes.
+        await send(
+            {"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"1")]}
+        )  # pragma: no cover
+        raise _ConnectionDropped  # pragma: no cover
+
+
+async def _until_disconnect(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+def _admin_routes(
+    rules: Mapping[str, DataCollectionRule],
+    store: RowStore,
+    faults: Faults,
+    stats: StatsRecorder,
+) -> list[Route]:
+    async def set_faults(request: Request) -> Response:
+        try:
+            spec = json.loads(await request.body())
+            if not isinstance(spec, dict):
+                raise TypeError("expected a JSON object")
+            apply_fault_spec(faults, spec)
+        except (ValueError, TypeError, KeyError) as exc:
+            return _error(400, "InvalidFaultSpec", f"Invalid fault specification: {exc}")
+        return Response(status_code=204)
+
+    async def get_stats(request: Request) -> Response:
+        return JSONResponse(stats.snapshot().as_dict())
+
+    async def reset(request: Request) -> Response:
+        faults.reset()
+        stats.reset()
+        store.clear()
+        return Response(status_code=204)
+
+    async def get_rows(request: Request) -> Response:
+        table = request.path_params["table"]
+        if not any(table in rule.tables for rule in rules.values()):
+            return _error(404, "NotFound", f"No data collection rule writes to table '{table}'.")
+        limit = request.query_params.get("limit")
+        return JSONResponse(store.rows(table, limit=int(limit) if limit and limit.isdigit() else None))
+
+    async def info(request: Request) -> Response:
+        return JSONResponse(
+            {
+                "rules": [
+                    {
+                        "immutable_id": rule.immutable_id,
+                        "name": rule.name,
+                        "streams": {s.name: list(s.tables) for s in rule.streams.values()},
+                    }
+                    for rule in rules.values()
+                ]
+            }
+        )
+
+    return [
+        Route("/_emulator/faults", set_faults, methods=["POST"]),
+        Route("/_emulator/stats", get_stats, methods=["GET"]),
+        Route("/_emulator/reset", reset, methods=["POST"]),
+        Route("/_emulator/rows/{table}", get_rows, methods=["GET"]),
+        Route("/_emulator/info", info, methods=["GET"]),
+    ]
+
+
+_FAULT_ACTIONS: Mapping[str, Callable[[Faults, dict[str, Any]], None]] = {
+    "fail_next": lambda f, a: f.fail_next(
+        int(a["n"]),
+        int(a["status"]),
+        retry_after=a.get("retry_after"),
+        code=a.get("code"),
+        message=a.get("message"),
+    ),
+    "failure_rate": lambda f, a: f.failure_rate(
+        float(a["rate"]), int(a.get("status", 503)), seed=a.get("seed")
+    ),
+    "latency": lambda f, a: f.latency(float(a["seconds"])),
+    "drop_next": lambda f, a: f.drop_next(int(a["n"])),
+    "rate_limit": lambda f, a: f.rate_limit(
+        a.get("rule_id"),
+        requests_per_minute=a.get("requests_per_minute"),
+        bytes_per_minute=a.get("bytes_per_minute"),
+    ),
+    "reset": lambda f, a: f.reset(),
+}
+
+
+def apply_fault_spec(faults: Faults, spec: Mapping[str, Any]) -> None:
+    """Apply an admin fault specification: ``{"<action>": {<keyword arguments>}, ...}`` in the given order.
+
+    Actions are the :class:`Faults` methods ``fail_next``, ``failure_rate``, ``latency``, ``drop_next``,
+    ``rate_limit`` and ``reset``; e.g.
+    ``{"reset": {}, "fail_next": {"n": 2, "status": 503, "retry_after": 1}}``.
+
+    :raises ValueError: for an unknown action or invalid arguments.
+    """
+    unknown = set(spec) - set(_FAULT_ACTIONS)
+    if unknown:
+        raise ValueError(f"unknown action(s) {sorted(unknown)}; expected {sorted(_FAULT_ACTIONS)}")
+    for action, arguments in spec.items():
+        if arguments is True:
+            arguments = {}
+        if not isinstance(arguments, dict):
+            raise ValueError(f"arguments of {action!r} must be a JSON object")
+        _FAULT_ACTIONS[action](faults, arguments)
+
+
+async def _not_found(request: Request, exc: Exception) -> Response:
+    status = exc.status_code if isinstance(exc, HTTPException) else 500
+    code = {404: "NotFound", 405: "MethodNotAllowed"}.get(status, "BadRequest")
+    return _error(status, code, f"{request.method} {request.url.path}: {code}.")
+
+
+def create_app(
+    *,
+    rules: Mapping[str, DataCollectionRule],
+    store: RowStore,
+    faults: Faults,
+    stats: StatsRecorder,
+    tokens: frozenset[str] | None,
+    admin: bool,
+) -> Callable[[Scope, Receive, Send], Awaitable[None]]:
+    """Build the emulator's ASGI application.
+
+    :param rules: DCRs by immutable id.
+    :param store: Where accepted rows go.
+    :param faults: Fault-injection controls.
+    :param stats: Counters.
+    :param tokens: Accepted bearer tokens; ``None`` accepts any non-empty token.
+    :param admin: Serve the ``/_emulator/...`` admin endpoints (only on a loopback-bound emulator).
+    """
+    routes = [
+        Route(
+            "/dataCollectionRules/{rule_id}/streams/{stream}",
+            _Ingest(rules, store, faults, stats, tokens).handle,
+            methods=["POST"],
+        )
+    ]
+    if admin:
+        routes += _admin_routes(rules, store, faults, stats)
+    app = Starlette(routes=routes, exception_handlers={HTTPException: _not_found})
+    return _Faulty(app, faults, stats)

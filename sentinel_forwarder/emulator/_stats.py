@@ -1,0 +1,122 @@
+"""Counters of what the emulator saw: requests by status, rows accepted, bytes received."""
+
+from __future__ import annotations
+
+__all__ = ["EmulatorStats", "StatsRecorder"]
+
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+
+@dataclass(frozen=True)
+class EmulatorStats:
+    """A snapshot of the emulator's counters (ingestion requests only; admin requests are not counted)."""
+
+    #: Ingestion requests received, including those answered by an injected fault or dropped.
+    requests: int = 0
+    #: Responses by HTTP status. Dropped connections have no status; see :attr:`connections_dropped`.
+    by_status: Mapping[int, int] = field(default_factory=lambda: MappingProxyType({}))
+    #: Rows accepted (counted once per request, however many tables the data flows write to).
+    rows_accepted: int = 0
+    #: Request body bytes read from the wire, as sent (compressed when gzip).
+    bytes_received: int = 0
+    #: Body bytes after gzip decoding (equal to the body for uncompressed requests), of decodable bodies.
+    bytes_decompressed: int = 0
+    #: Connections closed abruptly by :meth:`~sentinel_forwarder.emulator.Faults.drop_next`.
+    connections_dropped: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        """The snapshot as JSON-ready data (status keys become strings)."""
+        return {
+            "requests": self.requests,
+            "by_status": {str(k): v for k, v in sorted(self.by_status.items())},
+            "rows_accepted": self.rows_accepted,
+            "bytes_received": self.bytes_received,
+            "bytes_decompressed": self.bytes_decompressed,
+            "connections_dropped": self.connections_dropped,
+        }
+
+
+class StatsRecorder:
+    """Thread-safe counters behind :class:`EmulatorStats`."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._condition = threading.Condition(self._lock)
+        self._clear()
+
+    def _clear(self) -> None:
+        self._requests = 0
+        self._by_status: dict[int, int] = {}
+        self._rows = 0
+        self._received = 0
+        self._decompressed = 0
+        self._dropped = 0
+
+    def request(self) -> None:
+        """Count one incoming ingestion request."""
+        with self._lock:
+            self._requests += 1
+
+    def response(self, status: int) -> None:
+        """Count one response by status."""
+        with self._condition:
+            self._by_status[status] = self._by_status.get(status, 0) + 1
+            self._condition.notify_all()
+
+    def dropped(self) -> None:
+        """Count one abruptly closed connection."""
+        with self._condition:
+            self._dropped += 1
+            self._condition.notify_all()
+
+    def received(self, nbytes: int) -> None:
+        """Count body bytes read from the wire."""
+        with self._lock:
+            self._received += nbytes
+
+    def decompressed(self, nbytes: int) -> None:
+        """Count decoded body bytes."""
+        with self._lock:
+            self._decompressed += nbytes
+
+    def rows(self, n: int) -> None:
+        """Count accepted rows."""
+        with self._lock:
+            self._rows += n
+
+    def snapshot(self) -> EmulatorStats:
+        """The current counters."""
+        with self._lock:
+            return self._snapshot()
+
+    def _snapshot(self) -> EmulatorStats:
+        return EmulatorStats(
+            requests=self._requests,
+            by_status=MappingProxyType(dict(self._by_status)),
+            rows_accepted=self._rows,
+            bytes_received=self._received,
+            bytes_decompressed=self._decompressed,
+            connections_dropped=self._dropped,
+        )
+
+    def wait_for_answers(self, n: int, timeout: float) -> bool:
+        """Block until at least *n* ingestion requests were answered or dropped.
+
+        :param n: Number of answered (responded or dropped) requests to wait for.
+        :param timeout: Seconds to wait at most.
+        :returns: Whether the count was reached.
+        """
+        with self._condition:
+            return self._condition.wait_for(
+                lambda: sum(self._by_status.values()) + self._dropped >= n, timeout
+            )
+
+    def reset(self) -> None:
+        """Set every counter back to zero."""
+        with self._condition:
+            self._clear()
+            self._condition.notify_all()

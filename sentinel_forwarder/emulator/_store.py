@@ -1,0 +1,192 @@
+"""Where accepted rows land: one SQLite table per output table, each row stored as JSON text.
+
+Layout of every table (``<Table>_CL``)::
+
+    _Seq        INTEGER PRIMARY KEY AUTOINCREMENT  -- arrival order
+    _IngestedAt TEXT    -- ISO 8601 UTC time the emulator accepted the request
+    _RuleId     TEXT    -- DCR immutable id
+    _Stream     TEXT    -- input stream name
+    _Row        TEXT    -- the row as JSON (declared columns only, long strings truncated)
+
+Pure Python (no starlette): the CLI reads files with :func:`read_rows`.
+"""
+
+from __future__ import annotations
+
+__all__ = ["RowStore", "list_tables", "read_rows"]
+
+import json
+import re
+import sqlite3
+import threading
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+_TABLE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,127}$")
+
+
+def _quoted(table: str) -> str:
+    if not _TABLE_NAME.match(table):
+        raise ValueError(f"invalid table name {table!r}")
+    return f'"{table}"'
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def _decode(record: tuple[Any, ...], meta: bool) -> dict[str, Any]:
+    row: dict[str, Any] = json.loads(record[4])
+    if meta:
+        row = {"_Seq": record[0], "_IngestedAt": record[1], "_RuleId": record[2], "_Stream": record[3], **row}
+    return row
+
+
+class RowStore:
+    """Thread-safe SQLite row store (or, in sink mode, per-table counters only).
+
+    :param db: A file path, or ``":memory:"``.
+    :param sink: Store nothing; only count.
+    """
+
+    def __init__(self, db: str | Path, *, sink: bool = False) -> None:
+        self._lock = threading.Lock()
+        self._sink = sink
+        self._counts: dict[str, int] = {}
+        self._conn = sqlite3.connect(str(db), check_same_thread=False, isolation_level=None)
+        if str(db) != ":memory:":
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA synchronous=NORMAL")
+
+    def create_tables(self, tables: Iterable[str]) -> None:
+        """Create the tables that do not exist yet.
+
+        :param tables: Output table names.
+        """
+        with self._lock:
+            for table in tables:
+                self._counts.setdefault(table, 0)
+                self._conn.execute(
+                    f"CREATE TABLE IF NOT EXISTS {_quoted(table)} (_Seq INTEGER PRIMARY KEY AUTOINCREMENT, "
+                    "_IngestedAt TEXT NOT NULL, _RuleId TEXT NOT NULL, _Stream TEXT NOT NULL, "
+                    "_Row TEXT NOT NULL)"
+                )
+
+    def insert(self, table: str, rows: Sequence[dict[str, Any]], *, rule_id: str, stream: str) -> None:
+        """Append *rows* to *table* in one transaction.
+
+        :param table: Output table; must have been created.
+        :param rows: Validated rows.
+        :param rule_id: DCR immutable id, stored alongside.
+        :param stream: Input stream name, stored alongside.
+        """
+        with self._lock:
+            self._counts[table] = self._counts.get(table, 0) + len(rows)
+            if self._sink or not rows:
+                return
+            stamp = _now()
+            encoded = [
+                (stamp, rule_id, stream, json.dumps(r, ensure_ascii=False, separators=(",", ":")))
+                for r in rows
+            ]
+            self._conn.execute("BEGIN")
+            try:
+                self._conn.executemany(
+                    f"INSERT INTO {_quoted(table)} (_IngestedAt, _RuleId, _Stream, _Row) VALUES (?, ?, ?, ?)",
+                    encoded,
+                )
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+
+    def rows(self, table: str, *, limit: int | None = None, meta: bool = False) -> list[dict[str, Any]]:
+        """Rows of *table* in arrival order (always empty in sink mode).
+
+        :param table: Output table.
+        :param limit: At most this many (the first ones); ``None`` for all.
+        :param meta: Add ``_Seq``, ``_IngestedAt``, ``_RuleId`` and ``_Stream`` to each row.
+        """
+        with self._lock:
+            if self._sink:
+                return []
+            return _select(self._conn, table, limit, meta)
+
+    def count(self, table: str) -> int:
+        """Number of rows accepted into *table* (in sink mode: counted, not stored)."""
+        with self._lock:
+            if self._sink:
+                return self._counts.get(table, 0)
+            (n,) = self._conn.execute(f"SELECT COUNT(*) FROM {_quoted(table)}").fetchone()
+            return int(n)
+
+    def clear(self) -> None:
+        """Delete every stored row and reset the counters."""
+        with self._lock:
+            for table in self._counts:
+                self._counts[table] = 0
+                if not self._sink:
+                    self._conn.execute(f"DELETE FROM {_quoted(table)}")
+
+    def close(self) -> None:
+        """Close the database."""
+        with self._lock:
+            self._conn.close()
+
+
+def _select(conn: sqlite3.Connection, table: str, limit: int | None, meta: bool) -> list[dict[str, Any]]:
+    sql = f"SELECT _Seq, _IngestedAt, _RuleId, _Stream, _Row FROM {_quoted(table)} ORDER BY _Seq"
+    params: tuple[int, ...] = ()
+    if limit is not None:
+        sql += " LIMIT ?"
+        params = (max(limit, 0),)
+    return [_decode(record, meta) for record in conn.execute(sql, params)]
+
+
+def _open_read_only(db: str | Path) -> sqlite3.Connection:
+    path = Path(db)
+    if not path.exists():
+        raise FileNotFoundError(f"no emulator database at {str(path)!r}")
+    return sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+
+
+def list_tables(db: str | Path) -> list[str]:
+    """Names of the row tables in an emulator database file.
+
+    :param db: Path of the SQLite file the emulator wrote (``--db``).
+    :raises FileNotFoundError: if there is no such file.
+    """
+    conn = _open_read_only(db)
+    try:
+        return [
+            name
+            for (name,) in conn.execute(
+                "SELECT name FROM sqlite_master "
+                "WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name"
+            )
+        ]
+    finally:
+        conn.close()
+
+
+def read_rows(
+    db: str | Path, table: str, *, limit: int | None = None, meta: bool = False
+) -> list[dict[str, Any]]:
+    """Read landed rows back from an emulator database file, in arrival order.
+
+    :param db: Path of the SQLite file the emulator wrote (``--db``).
+    :param table: Output table, e.g. ``AISentinelAudit_CL``.
+    :param limit: At most this many (the first ones); ``None`` for all.
+    :param meta: Add ``_Seq``, ``_IngestedAt``, ``_RuleId`` and ``_Stream`` to each row.
+    :raises FileNotFoundError: if there is no such file.
+    :raises KeyError: if the file has no such table.
+    """
+    if table not in list_tables(db):
+        raise KeyError(table)
+    conn = _open_read_only(db)
+    try:
+        return _select(conn, table, limit, meta)
+    finally:
+        conn.close()
