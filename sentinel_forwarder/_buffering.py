@@ -20,7 +20,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType, TracebackType
 
@@ -152,12 +152,17 @@ class BufferingForwarder:
         self._instruments = instruments_for(meter_provider)
         self._attrs = ForwarderAttributes(name)
         self._drop_log = DropLog(logger)
+        self._instruments.observe(self)
 
         self._loop_thread: int | None = None
         self._token: anyio.lowlevel.EventLoopToken | None = None
         self._wakeup: anyio.Event | None = None  # created on the loop in __aenter__
         self._task_group: TaskGroup | None = None
         self._drained: anyio.Event | None = None
+        # The pump and deliveries run shielded, so cancelling the code around ``async with`` still lets
+        # the drain deliver; the forwarder cancels them itself at the drain deadline or when the sink fails.
+        self._work_scopes: set[anyio.CancelScope] = set()
+        self._crashed = False
 
     # -- the hot path ------------------------------------------------------------------------------------
 
@@ -269,7 +274,6 @@ class BufferingForwarder:
         self._task_group = tg
         with self._lock:
             self._state = _OPEN
-        self._instruments.observe(self)
         tg.start_soon(self._pump, name="sentinel_forwarder pump")
         return self
 
@@ -290,7 +294,7 @@ class BufferingForwarder:
                 with anyio.move_on_after(self._drain_timeout):
                     await self._drained.wait()
                 if not self._drained.is_set():
-                    tg.cancel_scope.cancel()
+                    self._abort()
         finally:
             try:
                 await tg.__aexit__(exc_type, exc_val, exc_tb)
@@ -305,15 +309,32 @@ class BufferingForwarder:
         if self._state == _OPEN:
             await self.__aexit__(None, None, None)
 
+    def _abort(self) -> None:
+        """Cancel the pump and every delivery in flight."""
+        for scope in list(self._work_scopes):
+            scope.cancel()
+
+    @contextlib.contextmanager
+    def _work_scope(self) -> Iterator[None]:
+        scope = anyio.CancelScope(shield=True)
+        self._work_scopes.add(scope)
+        try:
+            with scope:
+                yield
+        finally:
+            self._work_scopes.discard(scope)
+
     def _finish(self) -> None:
-        """Count what is still queued as lost to the shutdown deadline; stop taking rows for good."""
+        """Count what is still queued as lost; stop taking rows for good."""
+        reason: DropReason = "sink_error" if self._crashed else "shutdown_timeout"
         with self._lock:
             self._state = _CLOSED
             left = len(self._queue)
             self._queue.clear()
-            self._dropped["shutdown_timeout"] += left
+            self._dropped[reason] += left
         if left:
-            self._on_dropped("shutdown_timeout", left, f"{left} rows still buffered at the drain deadline")
+            why = "the sink failed" if self._crashed else "the drain deadline passed"
+            self._on_dropped(reason, left, f"{left} rows were still buffered when {why}")
         self._instruments.forget(self)
         self._drop_log.flush()
 
@@ -323,19 +344,22 @@ class BufferingForwarder:
         tg = self._task_group
         assert tg is not None and self._drained is not None
         slots = anyio.Semaphore(self._max_in_flight)
-        while True:
-            await slots.acquire()
-            batch = await self._next_batch()
-            if not batch:
-                slots.release()
-                break
-            with self._lock:
-                self._batches_in_flight += 1
-                self._rows_in_flight += len(batch)
-            tg.start_soon(self._deliver, batch, slots)
-        for _ in range(self._max_in_flight):
-            await slots.acquire()
-        self._drained.set()
+        try:
+            with self._work_scope():
+                while True:
+                    await slots.acquire()
+                    batch = await self._next_batch()
+                    if not batch:
+                        slots.release()
+                        break
+                    with self._lock:
+                        self._batches_in_flight += 1
+                        self._rows_in_flight += len(batch)
+                    tg.start_soon(self._deliver, batch, slots)
+                for _ in range(self._max_in_flight):
+                    await slots.acquire()
+        finally:
+            self._drained.set()
 
     async def _next_batch(self) -> list[AuditEntry]:
         """Wait for a batch: full, ``max_interval`` after its first row, or what is left when closing."""
@@ -363,39 +387,49 @@ class BufferingForwarder:
     async def _deliver(self, batch: list[AuditEntry], slots: anyio.Semaphore) -> None:
         size = pending = len(batch)  # pending: rows of this batch not yet counted anywhere
         try:
-            rows, filtered = self._apply_transform(batch)
-            if filtered:
-                with self._lock:
-                    self._filtered += filtered
-            pending = len(rows)
-            if rows:
-                started = time.perf_counter()
-                result = await self._inner.send_batch(rows)
-                elapsed = time.perf_counter() - started
-                if result.total != len(rows):
-                    result = SendResult(
-                        min(result.sent, len(rows)),
-                        MappingProxyType({**result.dropped, "sink_error": max(len(rows) - result.total, 0)}),
-                        result.error or f"sink accounted for {result.total} of {len(rows)} rows",
-                    )
-                self._account(result, elapsed)
-            pending = 0
-        except BaseException as exc:
-            if pending:
-                cancelled = isinstance(exc, anyio.get_cancelled_exc_class())
-                reason: DropReason = "shutdown_timeout" if cancelled else "sink_error"
-                with self._lock:
-                    self._dropped[reason] += pending
-                    self._batches_failed += 1
-                    if not cancelled:
-                        self._last_error = f"{type(exc).__name__}: {exc}"
-                self._on_dropped(reason, pending, None if cancelled else f"sink raised {exc!r}")
+            with self._work_scope():
+                rows, filtered = self._apply_transform(batch)
+                if filtered:
+                    with self._lock:
+                        self._filtered += filtered
+                pending = len(rows)
+                if rows:
+                    started = time.perf_counter()
+                    result = await self._inner.send_batch(rows)
+                    elapsed = time.perf_counter() - started
+                    if result.total != len(rows):
+                        result = SendResult(
+                            min(result.sent, len(rows)),
+                            MappingProxyType(
+                                {**result.dropped, "sink_error": max(len(rows) - result.total, 0)}
+                            ),
+                            result.error or f"sink accounted for {result.total} of {len(rows)} rows",
+                        )
+                    self._account(result, elapsed)
+                pending = 0
+            if pending:  # cancelled by _abort(): the drain deadline passed or another delivery crashed
+                self._count_lost(pending, "sink_error" if self._crashed else "shutdown_timeout", None)
+        except Exception as exc:
+            self._crashed = True
+            self._count_lost(pending, "sink_error", f"{type(exc).__name__}: {exc}")
+            self._abort()
             raise
         finally:
             with self._lock:
                 self._batches_in_flight -= 1
                 self._rows_in_flight -= size
             slots.release()
+
+    def _count_lost(self, count: int, reason: DropReason, error: str | None) -> None:
+        """Count a delivery's rows that the sink never accounted for."""
+        if not count:
+            return
+        with self._lock:
+            self._dropped[reason] += count
+            self._batches_failed += 1
+            if error:
+                self._last_error = error
+        self._on_dropped(reason, count, error and f"the sink raised {error}")
 
     def _apply_transform(self, batch: list[AuditEntry]) -> tuple[list[AuditEntry], int]:
         """Run the user's transform on each row; a row it fails on is dropped alone. -> (rows, filtered)"""

@@ -1,0 +1,90 @@
+"""Property: whatever the interleaving of forwards, sink failures and close, every row is accounted once."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import anyio
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from sentinel_forwarder import DROP_REASONS, AuditEntry, BufferingForwarder, Severity
+from sentinel_forwarder._recording import RecordingForwarder
+
+SINK_REASONS = [r for r in DROP_REASONS if r not in ("queue_full", "closed", "shutdown_timeout")]
+
+op = st.one_of(
+    st.tuples(st.just("forward"), st.sampled_from(list(Severity))),
+    st.tuples(st.just("fail"), st.sampled_from(SINK_REASONS)),
+    st.tuples(st.just("yield"), st.integers(0, 3)),
+    st.tuples(st.just("hold"), st.booleans()),
+)
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    ops=st.lists(op, max_size=60),
+    capacity=st.integers(1, 8),
+    batch=st.integers(1, 5),
+    in_flight=st.integers(1, 3),
+    after_close=st.integers(0, 3),
+    drain_timeout=st.sampled_from([0.0, 5.0]),
+)
+def test_every_row_is_sent_filtered_or_dropped_once(
+    backend: str,
+    ops: list[tuple[str, object]],
+    capacity: int,
+    batch: int,
+    in_flight: int,
+    after_close: int,
+    drain_timeout: float,
+) -> None:
+    async def scenario() -> None:
+        sink = RecordingForwarder()
+        fwd = BufferingForwarder(
+            sink,
+            max_batch_size=batch,
+            max_interval=0.001,
+            capacity=capacity,
+            max_batches_in_flight=in_flight,
+            drain_timeout=drain_timeout,
+            min_severity=Severity.LOW,
+        )
+        offered: list[AuditEntry] = []
+        async with fwd:
+            for kind, arg in ops:
+                if kind == "forward":
+                    entry = AuditEntry("row", severity=arg)  # type: ignore[arg-type]
+                    offered.append(entry)
+                    fwd.forward(entry)
+                elif kind == "fail":
+                    sink.fail_next(1, arg)  # type: ignore[arg-type]
+                elif kind == "hold":
+                    sink.hold() if arg else sink.release()
+                else:
+                    for _ in range(int(arg)):  # type: ignore[call-overload]
+                        await anyio.lowlevel.checkpoint()
+            if drain_timeout:
+                sink.release()  # a held sink would otherwise outlast the drain
+        for _ in range(after_close):
+            offered.append(AuditEntry("late", severity=Severity.HIGH))
+            assert fwd.forward(offered[-1]) is False
+        stats = fwd.statistics()
+        assert stats.offered == len(offered)
+        assert stats.offered == stats.sent + stats.filtered + stats.dropped_total, stats
+        sent_ids = [e.id for e in sink.rows]
+        assert len(sent_ids) == len(set(sent_ids)), "a row was sent twice"
+        assert len(sent_ids) == stats.sent
+        assert set(sent_ids) <= {e.id for e in offered}
+        below = sum(1 for e in offered if e.severity < Severity.LOW)
+        assert stats.filtered == below
+        assert stats.queue_depth == 0 and stats.batches_in_flight == 0
+        assert Counter(stats.dropped)["closed"] >= after_close
+        if not drain_timeout:
+            return
+        # with time to drain and the sink released, nothing is lost to shutdown
+        assert "shutdown_timeout" not in stats.dropped
+
+    anyio.run(scenario, backend=backend)

@@ -1,0 +1,277 @@
+"""Unit tests of BufferingForwarder against the in-memory RecordingForwarder (asyncio and trio)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+
+import anyio
+import pytest
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+from sentinel_forwarder import AuditEntry, BufferingForwarder, SendResult, Severity
+from sentinel_forwarder._recording import RecordingForwarder
+
+pytestmark = pytest.mark.anyio
+
+FOREVER = 3600.0
+
+
+def entries(n: int, severity: Severity = Severity.LOW, prefix: str = "e") -> list[AuditEntry]:
+    return [AuditEntry(f"{prefix}{i}", severity=severity) for i in range(n)]
+
+
+def assert_balanced(fwd: BufferingForwarder) -> None:
+    s = fwd.statistics()
+    assert s.offered == s.sent + s.filtered + s.dropped_total, s
+
+
+async def test_batches_by_size() -> None:
+    sink = RecordingForwarder()
+    async with BufferingForwarder(sink, max_batch_size=10, max_interval=FOREVER) as fwd:
+        for e in entries(25):
+            assert fwd.forward(e)
+        with anyio.fail_after(10):
+            await sink.wait_for_rows(20)
+        assert [len(b) for b in sink.batches] == [10, 10]
+    # the last 5 go out on close, not on the (hour-long) interval
+    assert [len(b) for b in sink.batches] == [10, 10, 5]
+    assert [e.summary for e in sink.rows] == [f"e{i}" for i in range(25)]
+    stats = fwd.statistics()
+    assert (stats.offered, stats.accepted, stats.sent, stats.batches_sent) == (25, 25, 25, 3)
+    assert sink.closed
+
+
+async def test_batches_by_interval() -> None:
+    sink = RecordingForwarder()
+    async with BufferingForwarder(sink, max_batch_size=1000, max_interval=0.05) as fwd:
+        for e in entries(3):
+            fwd.forward(e)
+        with anyio.fail_after(10):
+            await sink.wait_for_rows(3)
+        # handed over by age while the forwarder is still open
+        assert [len(b) for b in sink.batches] == [3]
+        assert fwd.statistics().queue_depth == 0
+
+
+async def test_full_buffer_drops_newest_and_keeps_oldest() -> None:
+    sink = RecordingForwarder()
+    fwd = BufferingForwarder(sink, max_batch_size=100, capacity=5)
+    # rows offered before the pump starts are buffered
+    results = [fwd.forward(e) for e in entries(7)]
+    assert results == [True] * 5 + [False] * 2
+    assert fwd.statistics().dropped == {"queue_full": 2}
+    async with fwd:
+        pass
+    assert [e.summary for e in sink.rows] == ["e0", "e1", "e2", "e3", "e4"]
+    assert_balanced(fwd)
+
+
+async def test_forward_after_close_is_counted_closed() -> None:
+    sink = RecordingForwarder()
+    async with BufferingForwarder(sink) as fwd:
+        fwd.forward(AuditEntry("in time"))
+    assert fwd.forward(AuditEntry("too late")) is False
+    stats = fwd.statistics()
+    assert stats.dropped == {"closed": 1}
+    assert stats.sent == 1
+    assert_balanced(fwd)
+
+
+async def test_reentry_is_refused() -> None:
+    fwd = BufferingForwarder(RecordingForwarder())
+    async with fwd:
+        pass
+    with pytest.raises(RuntimeError, match="only once"):
+        await fwd.__aenter__()
+
+
+async def test_forward_from_threads_while_pump_runs() -> None:
+    sink = RecordingForwarder()
+    per_thread, threads = 2000, 4
+    async with BufferingForwarder(sink, max_batch_size=50, max_interval=0.01, capacity=100_000) as fwd:
+
+        def produce(t: int) -> None:
+            for e in entries(per_thread, prefix=f"t{t}-"):
+                fwd.forward(e)
+
+        with anyio.fail_after(30):
+            async with anyio.create_task_group() as tg:
+                for t in range(threads):
+                    tg.start_soon(anyio.to_thread.run_sync, produce, t)
+            await sink.wait_for_rows(per_thread * threads)
+    ids = [e.id for e in sink.rows]
+    assert len(ids) == per_thread * threads == len(set(ids))
+    # each thread's rows stay in its own order
+    t0 = [e.summary for e in sink.rows if e.summary.startswith("t0-")]
+    assert t0 == [f"t0-{i}" for i in range(per_thread)]
+    assert fwd.statistics().sent == per_thread * threads
+    assert_balanced(fwd)
+
+
+async def test_thread_forward_wakes_pump_for_interval_batch() -> None:
+    sink = RecordingForwarder()
+    async with BufferingForwarder(sink, max_batch_size=1000, max_interval=0.02) as fwd:
+        await anyio.to_thread.run_sync(fwd.forward, AuditEntry("from a thread"))
+        with anyio.fail_after(10):
+            await sink.wait_for_rows(1)
+    assert sink.rows[0].summary == "from a thread"
+
+
+async def test_drain_deadline_counts_what_it_could_not_send() -> None:
+    sink = RecordingForwarder()
+    sink.hold()
+    fwd = BufferingForwarder(sink, max_batch_size=10, max_batches_in_flight=1, drain_timeout=0.05)
+    async with fwd:
+        for e in entries(35):
+            fwd.forward(e)
+        with anyio.fail_after(10):
+            while sink.started < 1:
+                await anyio.lowlevel.checkpoint()
+    stats = fwd.statistics()
+    # one batch of 10 was in flight, 25 still buffered: all lost to the deadline
+    assert stats.dropped == {"shutdown_timeout": 35}
+    assert stats.sent == 0
+    assert stats.batches_in_flight == 0
+    assert_balanced(fwd)
+
+
+async def test_close_is_shielded_from_outer_cancellation() -> None:
+    sink = RecordingForwarder()
+    with anyio.CancelScope() as scope:
+        async with BufferingForwarder(sink, max_batch_size=100, max_interval=FOREVER) as fwd:
+            for e in entries(5):
+                fwd.forward(e)
+            scope.cancel()
+            await anyio.sleep_forever()
+    assert len(sink.rows) == 5
+    assert_balanced(fwd)
+
+
+async def test_min_severity_and_transform() -> None:
+    sink = RecordingForwarder()
+
+    def transform(e: AuditEntry) -> AuditEntry | None:
+        if e.summary == "skip":
+            return None
+        if e.summary == "boom":
+            raise ValueError("bad row")
+        return AuditEntry(e.summary.replace("secret", "[redacted]"), severity=e.severity, id=e.id)
+
+    batch = [
+        AuditEntry("noise", severity=Severity.LOW),
+        AuditEntry("the secret is out", severity=Severity.HIGH),
+        AuditEntry("skip", severity=Severity.HIGH),
+        AuditEntry("boom", severity=Severity.CRITICAL),
+        AuditEntry("fine", severity=Severity.MEDIUM),
+    ]
+    async with BufferingForwarder(sink, min_severity="Medium", transform=transform) as fwd:
+        assert all(fwd.forward(e) for e in batch)
+    assert [e.summary for e in sink.rows] == ["the [redacted] is out", "fine"]
+    stats = fwd.statistics()
+    assert stats.filtered == 2  # below min severity + transform returned None
+    assert stats.dropped == {"transform_error": 1}
+    assert stats.accepted == 4
+    assert_balanced(fwd)
+
+
+async def test_sink_failures_are_counted_by_reason() -> None:
+    sink = RecordingForwarder()
+    sink.fail_next(1, "rejected", "(InvalidRow) bad column")
+    async with BufferingForwarder(sink, max_batch_size=3, max_interval=FOREVER) as fwd:
+        for e in entries(6):
+            fwd.forward(e)
+    stats = fwd.statistics()
+    assert stats.sent == 3
+    assert stats.dropped == {"rejected": 3}
+    assert (stats.batches_sent, stats.batches_failed) == (1, 1)
+    assert stats.last_error == "(InvalidRow) bad column"
+    assert_balanced(fwd)
+
+
+async def test_sink_that_loses_rows_is_caught() -> None:
+    def outcome(batch: Sequence[AuditEntry]) -> SendResult:
+        return SendResult(sent=len(batch) - 1)
+
+    async with BufferingForwarder(RecordingForwarder(outcome=outcome), max_batch_size=4) as fwd:
+        for e in entries(4):
+            fwd.forward(e)
+    assert fwd.statistics().dropped == {"sink_error": 1}
+    assert_balanced(fwd)
+
+
+async def test_sink_exception_propagates_and_rows_are_counted() -> None:
+    sink = RecordingForwarder()
+    sink.raise_next(RuntimeError("misconfigured sink"))
+    fwd = BufferingForwarder(sink, max_batch_size=2, max_interval=FOREVER)
+    with pytest.raises(BaseException) as info:
+        async with fwd:
+            for e in entries(4):
+                fwd.forward(e)
+            await anyio.sleep_forever()  # the pump's failure cancels the body
+    # anyio task groups raise exception groups
+    assert info.group_contains(RuntimeError, match="misconfigured sink")
+    stats = fwd.statistics()
+    assert stats.dropped.get("sink_error") == 2
+    assert "misconfigured sink" in (stats.last_error or "")
+    assert_balanced(fwd)
+    assert sink.closed
+
+
+async def test_metrics_and_rate_limited_warning(caplog: pytest.LogCaptureFixture) -> None:
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader])
+    sink = RecordingForwarder()
+    fwd = BufferingForwarder(sink, capacity=2, name="unit", meter_provider=provider)
+    with caplog.at_level(logging.WARNING, logger="sentinel_forwarder"):
+        for e in entries(5):
+            fwd.forward(e)
+        # the queue depth gauge reads the buffer
+        depth = _points(reader, "audit.forward.queue.depth")
+        assert depth == {(("forwarder.name", "unit"),): 2}
+        async with fwd:
+            pass
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    # first drop logged at once, the next two held back and flushed at close
+    assert warnings[0] == "sentinel-forwarder dropped 1 audit row (reason=queue_full)"
+    assert warnings[-1] == "sentinel-forwarder dropped 2 audit rows (reason=queue_full)"
+    assert len(warnings) == 2
+    dropped = _points(reader, "audit.forward.dropped")
+    assert dropped == {(("forwarder.name", "unit"), ("reason", "queue_full")): 3}
+    assert _points(reader, "audit.forward.sent") == {(("forwarder.name", "unit"),): 2}
+    assert _points(reader, "audit.forward.batches") == {
+        (("forwarder.name", "unit"), ("outcome", "success")): 1
+    }
+
+
+def _points(reader: InMemoryMetricReader, name: str) -> dict[tuple[tuple[str, object], ...], float]:
+    data = reader.get_metrics_data()
+    out: dict[tuple[tuple[str, object], ...], float] = {}
+    assert data is not None
+    for rm in data.resource_metrics:
+        for sm in rm.scope_metrics:
+            for metric in sm.metrics:
+                if metric.name == name:
+                    for p in metric.data.data_points:
+                        out[tuple(sorted(p.attributes.items()))] = p.value  # type: ignore[union-attr]
+    return out
+
+
+@pytest.mark.parametrize("bad", [0, -1])
+def test_invalid_options_fail_fast(bad: int) -> None:
+    with pytest.raises(ValueError, match="max_batch_size"):
+        BufferingForwarder(RecordingForwarder(), max_batch_size=bad)
+    with pytest.raises(ValueError, match="capacity"):
+        BufferingForwarder(RecordingForwarder(), capacity=bad)
+
+
+def test_forward_is_safe_without_an_event_loop() -> None:
+    fwd = BufferingForwarder(RecordingForwarder())
+    results: list[bool] = []
+    t = threading.Thread(target=lambda: results.append(fwd.forward(AuditEntry("x"))))
+    t.start()
+    t.join()
+    assert results == [True]
+    assert fwd.statistics().queue_depth == 1
