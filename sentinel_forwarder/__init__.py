@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ._azure import CLOUD_AUDIENCES, MAX_REQUEST_BYTES, AzureSentinelForwarder, Cloud
 from ._buffering import DEFAULT_MAX_BATCHES_IN_FLIGHT, BufferingForwarder, ForwarderStatistics
 from ._chain import ChainBreak, HashChain, record_hash, verify_chain
 from ._entry import AuditEntry, Severity
@@ -10,13 +11,17 @@ from ._schema import AUDIT_TABLE, Column, TableSchema
 
 __all__ = [
     "AUDIT_TABLE",
+    "CLOUD_AUDIENCES",
     "DEFAULT_MAX_BATCHES_IN_FLIGHT",
     "DROP_REASONS",
+    "MAX_REQUEST_BYTES",
     "AuditEntry",
     "AuditForwarder",
     "AuditSink",
+    "AzureSentinelForwarder",
     "BufferingForwarder",
     "ChainBreak",
+    "Cloud",
     "Column",
     "DropReason",
     "ForwarderStatistics",
