@@ -33,8 +33,6 @@ from azure.core.exceptions import (
     AzureError,
     ClientAuthenticationError,
     HttpResponseError,
-    ServiceRequestError,
-    ServiceResponseError,
 )
 from azure.core.pipeline.policies import RetryPolicy
 from azure.core.pipeline.transport import RequestsTransport
@@ -109,6 +107,8 @@ class AzureSentinelForwarder(AuditSink):
         dropped connections), all chunks together; then its undelivered rows are dropped
         (``reason="retries_exhausted"``). A ``Retry-After`` longer than what is left is still honoured once.
     :param max_retries: attempts after the first, per chunk.
+    :param retry_backoff: seconds; without ``Retry-After`` the n-th retry waits ``retry_backoff * 2**(n-1)``
+        (the first retries at once), at most 30 s.
     :param max_concurrent_uploads: worker threads and pooled connections for concurrent batches; keep it at
         least the buffering forwarder's ``max_batches_in_flight``.
     :param connection_timeout: seconds to connect.
@@ -129,6 +129,7 @@ class AzureSentinelForwarder(AuditSink):
         cloud: Cloud = "public",
         retry_timeout: float = 60.0,
         max_retries: int = 10,
+        retry_backoff: float = 0.5,
         max_concurrent_uploads: int = 8,
         connection_timeout: float = 10.0,
         read_timeout: float = 30.0,
@@ -161,6 +162,7 @@ class AzureSentinelForwarder(AuditSink):
         self._owns_credential = credential is None
         self._retry_timeout = float(retry_timeout)
         self._max_retries = max_retries
+        self._retry_backoff = retry_backoff
         self._max_uploads = max_concurrent_uploads
         self._connection_timeout = connection_timeout
         self._read_timeout = read_timeout
@@ -217,7 +219,7 @@ class AzureSentinelForwarder(AuditSink):
             retry_connect=self._max_retries,
             retry_read=self._max_retries,
             retry_status=self._max_retries,
-            retry_backoff_factor=0.5,
+            retry_backoff_factor=self._retry_backoff,
             retry_backoff_max=30,
             timeout=self._retry_timeout,
         )
@@ -293,7 +295,8 @@ class AzureSentinelForwarder(AuditSink):
         return result
 
     def _post(self, client: Any, body: bytes, count: int, timeout: float) -> SendResult:
-        kwargs: dict[str, Any] = {"timeout": timeout}
+        answers: list[Any] = []  # every attempt's response, via azure-core's custom hook policy
+        kwargs: dict[str, Any] = {"timeout": timeout, "raw_response_hook": answers.append}
         if self._http:
             kwargs["enforce_https"] = False  # loopback only, checked in __init__
         try:
@@ -304,10 +307,11 @@ class AzureSentinelForwarder(AuditSink):
             return self._classify(exc, count)
         except HttpResponseError as exc:
             return self._classify(exc, count)
-        except (ServiceRequestError, ServiceResponseError) as exc:
-            return self._drop("retries_exhausted", count, f"{type(exc).__name__}: {_message(exc)}")
-        except AzureError as exc:
-            return self._drop("retries_exhausted", count, f"{type(exc).__name__}: {_message(exc)}")
+        except AzureError as exc:  # timeouts, connection and read errors after the retries
+            text = f"{type(exc).__name__}: {_message(exc)}"
+            if answers:
+                text += f"; the service last answered {_describe(answers[-1].http_response)}"
+            return self._drop("retries_exhausted", count, text)
         return SendResult(sent=count)
 
     def _classify(self, exc: HttpResponseError, count: int) -> SendResult:
@@ -343,6 +347,17 @@ def _message(exc: AzureError) -> str:
         return f"({error.code}) {error.message}"
     text = str(getattr(exc, "message", None) or exc)
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _describe(response: Any) -> str:
+    """``HTTP 503 (ServerBusy) message`` from a raw response, for the log."""
+    text = f"HTTP {response.status_code}"
+    try:
+        error = json.loads(response.text())["error"]
+        text += f" ({error['code']}) {error['message']}"
+    except (ValueError, KeyError, TypeError):
+        pass
+    return text
 
 
 def _gzip_chunks(rows: list[bytes], level: int) -> Iterator[tuple[bytes, int]]:
