@@ -13,6 +13,8 @@ from __future__ import annotations
 __all__ = [
     "KQL_DIR",
     "LEGACY_TABLE_NAME",
+    "STANDARD_COLUMNS",
+    "USAGE_TABLE",
     "KqlQuery",
     "KqlResult",
     "NodeMissingError",
@@ -30,6 +32,7 @@ __all__ = [
     "markdown_kusto_blocks",
     "run_kql",
     "source_table",
+    "workspace_table",
 ]
 
 import json
@@ -81,6 +84,35 @@ Columns = list[tuple[str, str]]
 def kusto_table(table: TableSchema = AUDIT_TABLE) -> Columns:
     """The table's columns as (name, Kusto type), from ``properties.schema.columns``."""
     return [(c["name"], _KUSTO_TYPES[c["type"]]) for c in table.table_columns()]
+
+
+#: Columns Log Analytics adds to every table; queries may use them, a transform's output may not.
+STANDARD_COLUMNS: Columns = [
+    ("Type", "string"),
+    ("TenantId", "string"),
+    ("_ResourceId", "string"),
+    ("_SubscriptionId", "string"),
+    ("_BilledSize", "real"),
+    ("_IsBillable", "bool"),
+]
+
+#: The workspace's built-in ``Usage`` table (billable volume per table and hour), for cost queries.
+USAGE_TABLE: Columns = [
+    ("TimeGenerated", "datetime"),
+    ("StartTime", "datetime"),
+    ("EndTime", "datetime"),
+    ("DataType", "string"),
+    ("Solution", "string"),
+    ("Quantity", "real"),
+    ("QuantityUnit", "string"),
+    ("IsBillable", "bool"),
+    ("Type", "string"),
+]
+
+
+def workspace_table(table: TableSchema = AUDIT_TABLE) -> Columns:
+    """The table as a query sees it in the workspace: its columns plus :data:`STANDARD_COLUMNS`."""
+    return kusto_table(table) + STANDARD_COLUMNS
 
 
 def source_table(table: TableSchema = AUDIT_TABLE) -> Columns:
@@ -224,8 +256,8 @@ def _resolve_parameter(template: Mapping[str, Any], value: str) -> str:
 
 def collect_queries(root: Path = ROOT, table: TableSchema = AUDIT_TABLE) -> list[KqlQuery]:
     """Every KQL query of the repository's content, docs and README, named ``<file>[#<where>]``."""
-    audit = {table.name: kusto_table(table)}
-    docs_tables = audit | {LEGACY_TABLE_NAME: legacy_table(table)}
+    audit = {table.name: workspace_table(table)}
+    docs_tables = audit | {LEGACY_TABLE_NAME: legacy_table(table) + STANDARD_COLUMNS, "Usage": USAGE_TABLE}
     out: list[KqlQuery] = []
 
     def rel(path: Path) -> str:
