@@ -325,15 +325,18 @@ class _Faulty:
                 stats.response(int(message["status"]))
             await send(message)
 
-        latency, fault = self._faults.next_request()
-        if latency:
-            await asyncio.sleep(latency)
-        if fault is None:
-            await self._app(scope, receive, counting_send)
-        elif fault.kind == "drop":
-            await self._drop(receive, send)
-        else:
-            await self._fail(fault, scope, receive, counting_send)
+        try:
+            latency, fault = self._faults.next_request()
+            if latency:
+                await asyncio.sleep(latency)
+            if fault is None:
+                await self._app(scope, receive, counting_send)
+            elif fault.kind == "drop":
+                await self._drop(receive, send)
+            else:
+                await self._fail(fault, scope, receive, counting_send)
+        finally:
+            stats.done()
 
     async def _fail(self, fault: Fault, scope: Scope, receive: Receive, send: Send) -> None:
         body = await _read_body(receive, 0, self._stats)

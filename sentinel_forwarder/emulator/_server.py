@@ -365,6 +365,15 @@ class Emulator:
         """
         return self._stats.wait_for_answers(n, timeout)
 
+    def wait_for_rows(self, n: int, *, timeout: float = 10.0) -> bool:
+        """Block until *n* rows in total have been accepted since the last reset (any table).
+
+        :param n: Total number of accepted rows to wait for.
+        :param timeout: Seconds to wait at most.
+        :returns: Whether the number was reached in time.
+        """
+        return self._stats.wait_for_rows(n, timeout)
+
     def reset(self) -> None:
         """Remove faults, zero the counters and delete stored rows (``POST /_emulator/reset``)."""
         self.faults.reset()

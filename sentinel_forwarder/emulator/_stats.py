@@ -27,6 +27,10 @@ class EmulatorStats:
     bytes_decompressed: int = 0
     #: Connections closed abruptly by :meth:`~sentinel_forwarder.emulator.Faults.drop_next`.
     connections_dropped: int = 0
+    #: Ingestion requests being served right now.
+    in_flight: int = 0
+    #: The largest number of ingestion requests served at the same time (overlap, e.g. under latency).
+    max_in_flight: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         """The snapshot as JSON-ready data (status keys become strings)."""
@@ -37,6 +41,8 @@ class EmulatorStats:
             "bytes_received": self.bytes_received,
             "bytes_decompressed": self.bytes_decompressed,
             "connections_dropped": self.connections_dropped,
+            "in_flight": self.in_flight,
+            "max_in_flight": self.max_in_flight,
         }
 
 
@@ -55,11 +61,20 @@ class StatsRecorder:
         self._received = 0
         self._decompressed = 0
         self._dropped = 0
+        self._in_flight = 0
+        self._max_in_flight = 0
 
     def request(self) -> None:
-        """Count one incoming ingestion request."""
+        """Count one incoming ingestion request (and one more in flight until :meth:`done`)."""
         with self._lock:
             self._requests += 1
+            self._in_flight += 1
+            self._max_in_flight = max(self._max_in_flight, self._in_flight)
+
+    def done(self) -> None:
+        """One ingestion request finished."""
+        with self._lock:
+            self._in_flight = max(0, self._in_flight - 1)
 
     def response(self, status: int) -> None:
         """Count one response by status."""
@@ -85,8 +100,9 @@ class StatsRecorder:
 
     def rows(self, n: int) -> None:
         """Count accepted rows."""
-        with self._lock:
+        with self._condition:
             self._rows += n
+            self._condition.notify_all()
 
     def snapshot(self) -> EmulatorStats:
         """The current counters."""
@@ -101,6 +117,8 @@ class StatsRecorder:
             bytes_received=self._received,
             bytes_decompressed=self._decompressed,
             connections_dropped=self._dropped,
+            in_flight=self._in_flight,
+            max_in_flight=self._max_in_flight,
         )
 
     def wait_for_answers(self, n: int, timeout: float) -> bool:
@@ -115,8 +133,20 @@ class StatsRecorder:
                 lambda: sum(self._by_status.values()) + self._dropped >= n, timeout
             )
 
-    def reset(self) -> None:
-        """Set every counter back to zero."""
+    def wait_for_rows(self, n: int, timeout: float) -> bool:
+        """Block until at least *n* rows were accepted.
+
+        :param n: Number of accepted rows to wait for.
+        :param timeout: Seconds to wait at most.
+        :returns: Whether the count was reached.
+        """
         with self._condition:
+            return self._condition.wait_for(lambda: self._rows >= n, timeout)
+
+    def reset(self) -> None:
+        """Set every counter back to zero (requests still in flight stay counted as such)."""
+        with self._condition:
+            in_flight = self._in_flight
             self._clear()
+            self._in_flight = in_flight
             self._condition.notify_all()
