@@ -8,6 +8,8 @@ from ._chain import ChainBreak, HashChain, record_hash, verify_chain
 from ._entry import AuditEntry, Severity
 from ._protocol import DROP_REASONS, AuditForwarder, AuditSink, DropReason, SendResult
 from ._schema import AUDIT_TABLE, Column, TableSchema
+from ._settings import ConfigurationError, ForwarderSettings
+from ._setup import BackgroundForwarder, add_sentinel_forwarder
 
 __all__ = [
     "AUDIT_TABLE",
@@ -19,16 +21,20 @@ __all__ = [
     "AuditForwarder",
     "AuditSink",
     "AzureSentinelForwarder",
+    "BackgroundForwarder",
     "BufferingForwarder",
     "ChainBreak",
     "Cloud",
     "Column",
+    "ConfigurationError",
     "DropReason",
+    "ForwarderSettings",
     "ForwarderStatistics",
     "HashChain",
     "SendResult",
     "Severity",
     "TableSchema",
+    "add_sentinel_forwarder",
     "record_hash",
     "verify_chain",
 ]
