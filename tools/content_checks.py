@@ -255,7 +255,11 @@ def _resolve_parameter(template: Mapping[str, Any], value: str) -> str:
 
 
 def collect_queries(root: Path = ROOT, table: TableSchema = AUDIT_TABLE) -> list[KqlQuery]:
-    """Every KQL query of the repository's content, docs and README, named ``<file>[#<where>]``."""
+    """Every KQL query of the repository's content, docs and README, named ``<file>[#<where>]``.
+
+    A Markdown block that starts with ``source`` is a DCR transformation example and is checked like the
+    templates' ``transformKql``: against the stream's columns, its result columns equal to the table's.
+    """
     audit = {table.name: workspace_table(table)}
     docs_tables = audit | {LEGACY_TABLE_NAME: legacy_table(table) + STANDARD_COLUMNS, "Usage": USAGE_TABLE}
     out: list[KqlQuery] = []
@@ -291,7 +295,17 @@ def collect_queries(root: Path = ROOT, table: TableSchema = AUDIT_TABLE) -> list
     for path in md_files:
         if path.exists():
             for line, code in markdown_kusto_blocks(path.read_text(encoding="utf-8")):
-                out.append(KqlQuery(f"{rel(path)}:{line}", code, docs_tables))
+                if re.match(r"\s*source\b", code):  # a DCR transformation example
+                    out.append(
+                        KqlQuery(
+                            f"{rel(path)}:{line}",
+                            code,
+                            {"source": source_table(table)},
+                            expect_columns=kusto_table(table),
+                        )
+                    )
+                else:
+                    out.append(KqlQuery(f"{rel(path)}:{line}", code, docs_tables))
     return out
 
 
