@@ -210,7 +210,8 @@ def run_kql(queries: Sequence[KqlQuery], kql_dir: Path = KQL_DIR) -> dict[str, K
         raise RuntimeError(f"tools/kql/validate.js failed ({proc.returncode}): {proc.stderr.strip()}")
     results: dict[str, KqlResult] = {}
     for q, raw in zip(queries, json.loads(proc.stdout), strict=True):
-        errors, warnings = [], []
+        errors: list[str] = []
+        warnings: list[str] = []
         for d in raw["diagnostics"]:
             text = f"{d['code']} at {_location(q.query, d['start'])}: {d['message']}"
             (errors if d["severity"] == "Error" else warnings).append(text)

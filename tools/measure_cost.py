@@ -62,7 +62,8 @@ _EVENTS: Sequence[tuple[str, str]] = (
 
 
 def _weighted(rng: random.Random) -> str:
-    labels, weights = zip(*_SEVERITIES, strict=True)
+    labels = [label for label, _ in _SEVERITIES]
+    weights = [weight for _, weight in _SEVERITIES]
     return rng.choices(labels, weights=weights)[0]
 
 

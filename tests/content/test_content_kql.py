@@ -69,3 +69,10 @@ def test_suffixed_column_error_names_the_column(kql_results: dict[str, cc.KqlRes
 def test_markdown_blocks_are_found() -> None:
     text = "intro\n```kusto\nT | take 1\n```\n\n```python\nx = 1\n```\n  ```kql\n  T\n  | count\n  ```\n"
     assert cc.markdown_kusto_blocks(text) == [(3, "T | take 1"), (10, "T\n| count")]
+
+
+def test_missing_node_fails_with_a_clear_message(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cc.shutil, "which", lambda tool: None)
+    expected = r"node and npm not found on PATH.*npm ci --prefix tools/kql"
+    with pytest.raises(cc.NodeMissingError, match=expected):
+        cc.ensure_node_modules()
