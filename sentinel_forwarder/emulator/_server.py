@@ -102,7 +102,7 @@ class Emulator:
         if not loopback and not allow_remote:
             raise ValueError(
                 f"refusing to bind {host!r}: the emulator accepts any token and stores what it gets; bind a "
-                "loopback address, or pass allow_remote=True if you really mean it"
+                "loopback address, or pass allow_remote=True (CLI: --allow-remote) if you really mean it"
             )
         if not 0 <= port <= 65535:
             raise ValueError(f"invalid port {port}")
