@@ -54,6 +54,16 @@ class _Server(uvicorn.Server):
         await super().startup(sockets=sockets)
         self._ready.set()
 
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        # Abort idle keep-alive connections: a graceful TLS close would wait for the peer's close_notify,
+        # which a client that leaked its connection never sends. Busy connections still get the grace period.
+        for connection in list(self.server_state.connections):
+            cycle = getattr(connection, "cycle", None)
+            transport = getattr(connection, "transport", None)
+            if (cycle is None or getattr(cycle, "response_complete", False)) and transport is not None:
+                transport.abort()
+        await super().shutdown(sockets=sockets)
+
 
 class Emulator:
     """A local Azure Monitor Logs Ingestion API, for tests, demos and CI.
