@@ -138,8 +138,11 @@ class BufferingForwarder:
         self._lock = threading.Lock()
         self._queue: deque[AuditEntry] = deque()
         self._state = _NEW
-        self._offered = 0
-        self._accepted = 0
+        # forward() appends without the lock (deque.append is atomic) and counts nothing on success; accepted
+        # rows are derived: removed from the queue (by the pump, or at close) plus those still queued.
+        self._accepting = True  # False once closing: forward() drops with reason "closed"
+        self._removed = 0
+        self._filtered_early = 0
         self._sent = 0
         self._filtered = 0
         self._dropped: dict[DropReason, int] = dict.fromkeys(DROP_REASONS, 0)
@@ -163,6 +166,7 @@ class BufferingForwarder:
         # the drain deliver; the forwarder cancels them itself at the drain deadline or when the sink fails.
         self._work_scopes: set[anyio.CancelScope] = set()
         self._crashed = False
+        self._aborted = False
 
     # -- the hot path ------------------------------------------------------------------------------------
 
@@ -176,27 +180,25 @@ class BufferingForwarder:
             (``reason="closed"``).
         """
         if entry.severity < self._min_severity:
-            with self._lock:
-                self._offered += 1
-                self._filtered += 1
-            return True
-        reason: DropReason | None = None
+            return self._filter_early()
+        queue = self._queue
+        if len(queue) >= self._capacity or not self._accepting:
+            return self._reject()
+        queue.append(entry)
+        depth = len(queue)
+        if depth == 1 or depth == self._max_batch_size:
+            self._wake()
+        return True
+
+    def _filter_early(self) -> bool:
         with self._lock:
-            self._offered += 1
-            if self._state > _OPEN:
-                reason = "closed"
-            elif len(self._queue) >= self._capacity:
-                reason = "queue_full"
-            else:
-                self._queue.append(entry)
-                self._accepted += 1
-                depth = len(self._queue)
-            if reason is not None:
-                self._dropped[reason] += 1
-        if reason is None:
-            if depth == 1 or depth == self._max_batch_size:
-                self._wake()
-            return True
+            self._filtered_early += 1
+        return True
+
+    def _reject(self) -> bool:
+        reason: DropReason = "queue_full" if self._accepting else "closed"
+        with self._lock:
+            self._dropped[reason] += 1
         self._on_dropped(reason, 1, None)
         return False
 
@@ -231,7 +233,7 @@ class BufferingForwarder:
                 taken += 1
             else:
                 dropped += 1
-                reason = "closed" if self._state > _OPEN else "queue_full"
+                reason = "queue_full" if self._accepting else "closed"
         return SendResult(taken) + SendResult.failed(reason, dropped) if dropped else SendResult(taken)
 
     @property
@@ -246,13 +248,19 @@ class BufferingForwarder:
     def statistics(self) -> ForwarderStatistics:
         """A frozen snapshot of the counters."""
         with self._lock:
+            queued = len(self._queue)
+            dropped = dict(self._dropped)
+            if self._state == _CLOSED:
+                # A forward() racing with close can append after the final count: such rows are lost too.
+                dropped["shutdown_timeout"] += queued
+            accepted = self._removed + queued
             return ForwarderStatistics(
-                offered=self._offered,
-                accepted=self._accepted,
+                offered=accepted + self._filtered_early + dropped["queue_full"] + dropped["closed"],
+                accepted=accepted,
                 sent=self._sent,
-                filtered=self._filtered,
-                dropped=MappingProxyType({r: n for r, n in self._dropped.items() if n}),
-                queue_depth=len(self._queue),
+                filtered=self._filtered_early + self._filtered,
+                dropped=MappingProxyType({r: n for r, n in dropped.items() if n}),
+                queue_depth=0 if self._state == _CLOSED else queued,
                 batches_in_flight=self._batches_in_flight,
                 batches_sent=self._batches_sent,
                 batches_failed=self._batches_failed,
@@ -288,6 +296,7 @@ class BufferingForwarder:
         assert tg is not None and self._drained is not None, "not entered"
         with self._lock:
             self._state = _CLOSING
+            self._accepting = False
         self._set_wakeup()
         try:
             with anyio.CancelScope(shield=True):
@@ -310,13 +319,16 @@ class BufferingForwarder:
             await self.__aexit__(None, None, None)
 
     def _abort(self) -> None:
-        """Cancel the pump and every delivery in flight."""
+        """Cancel the pump and every delivery in flight, including deliveries started but not yet running."""
+        self._aborted = True
         for scope in list(self._work_scopes):
             scope.cancel()
 
     @contextlib.contextmanager
     def _work_scope(self) -> Iterator[None]:
         scope = anyio.CancelScope(shield=True)
+        if self._aborted:
+            scope.cancel()
         self._work_scopes.add(scope)
         try:
             with scope:
@@ -327,10 +339,14 @@ class BufferingForwarder:
     def _finish(self) -> None:
         """Count what is still queued as lost; stop taking rows for good."""
         reason: DropReason = "sink_error" if self._crashed else "shutdown_timeout"
+        left = 0
         with self._lock:
             self._state = _CLOSED
-            left = len(self._queue)
-            self._queue.clear()
+            self._accepting = False
+            while self._queue:
+                self._queue.popleft()
+                left += 1
+            self._removed += left
             self._dropped[reason] += left
         if left:
             why = "the sink failed" if self._crashed else "the drain deadline passed"
@@ -367,14 +383,16 @@ class BufferingForwarder:
         while True:
             with self._lock:
                 depth = len(self._queue)
-                closing = self._state > _OPEN
+                closing = not self._accepting
             if depth >= self._max_batch_size or (depth and closing):
                 break
             if not depth and closing:
                 return []
             if depth and deadline is None:
                 deadline = anyio.current_time() + self._max_interval
-            timeout = None if deadline is None else deadline - anyio.current_time()
+            # Idle, wait at most max_interval too: threads racing in forward() can skip the depth == 1
+            # wake-up, which must delay their rows by one interval at most, never strand them.
+            timeout = self._max_interval if deadline is None else deadline - anyio.current_time()
             if timeout is not None and timeout <= 0:
                 break
             self._wakeup = event = anyio.Event()
@@ -382,6 +400,7 @@ class BufferingForwarder:
                 await event.wait()
         with self._lock:
             n = min(len(self._queue), self._max_batch_size)
+            self._removed += n
             return [self._queue.popleft() for _ in range(n)]
 
     async def _deliver(self, batch: list[AuditEntry], slots: anyio.Semaphore) -> None:
