@@ -17,7 +17,14 @@ from typing import Any
 from sentinel_forwarder import AuditEntry, Severity
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
-DETECTORS = ["pii-leak", "credential-exposure", "prompt-injection", "jailbreak", "toxicity", "data-exfiltration"]
+DETECTORS = [
+    "pii-leak",
+    "credential-exposure",
+    "prompt-injection",
+    "jailbreak",
+    "toxicity",
+    "data-exfiltration",
+]
 SEVERITIES = [Severity.LOW] * 5 + [Severity.MEDIUM] * 3 + [Severity.HIGH] + [Severity.CRITICAL]
 
 
@@ -71,7 +78,8 @@ def emulator_stats(endpoint: str) -> dict[str, Any]:
 
 
 def machine() -> str:
-    return f"{platform.python_implementation()} {platform.python_version()}, {os.cpu_count()} cores, {platform.machine()}"
+    impl, version = platform.python_implementation(), platform.python_version()
+    return f"{impl} {version}, {os.cpu_count()} cores, {platform.machine()}"
 
 
 def write_section(name: str, body: str) -> None:
@@ -81,5 +89,7 @@ def write_section(name: str, body: str) -> None:
     start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
     block = f"{start}\n{body.strip()}\n{end}"
     pattern = re.compile(re.escape(start) + ".*?" + re.escape(end), re.S)
-    text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
+    text = (
+        pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
+    )
     DOCS.write_text(text)

@@ -11,11 +11,10 @@ import time
 from collections.abc import Callable
 
 import anyio
+from _common import audit_rows, machine, write_section
 
 from sentinel_forwarder import AuditEntry, BufferingForwarder
-from sentinel_forwarder._recording import RecordingForwarder
-
-from _common import audit_rows, machine, write_section
+from sentinel_forwarder.testing import RecordingForwarder
 
 N = 20_000
 ROUNDS = 15
@@ -72,7 +71,8 @@ def from_thread(rows: list[AuditEntry]) -> tuple[float, float]:
 def main() -> None:
     rows = audit_rows(N)
     lines = [
-        f"Machine: {machine()}. {N:,} rows a round, median of {ROUNDS} rounds; both contenders in the same run.",
+        f"Machine: {machine()}. {N:,} rows a round, median of {ROUNDS} rounds; "
+        "both contenders in the same run.",
         "",
         "| backend | `forward()` ns/call | bare `send_nowait` ns/call | ratio (target ≤ 1.5) |",
         "|---|---:|---:|---:|",

@@ -215,9 +215,9 @@ def _cell(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
-# The core team registers further commands here, e.g.:
-#     from sentinel_forwarder._demo import demo
-#     main.add_command(demo)
+from sentinel_forwarder._demo import demo  # noqa: E402  (registered after main is defined)
+
+main.add_command(demo)
 
 
 if __name__ == "__main__":

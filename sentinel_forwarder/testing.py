@@ -18,6 +18,7 @@ __all__ = [
     "DEFAULT_TOKEN",
     "AsyncEmulatorCredential",
     "EmulatorCredential",
+    "RecordingForwarder",
 ]
 
 import threading
@@ -27,6 +28,8 @@ from typing import Any
 
 from azure.core.credentials import AccessToken, AccessTokenInfo, TokenRequestOptions
 from azure.core.exceptions import ClientAuthenticationError
+
+from ._recording import RecordingForwarder
 
 #: The token handed out by default. The emulator accepts any non-empty bearer token unless told otherwise.
 DEFAULT_TOKEN = "sentinel-forwarder-emulator-token"
@@ -197,5 +200,5 @@ class AsyncEmulatorCredential(_CredentialState):
 
 
 # ------------------------------------------------------------------------------------------------------------
-# In-memory recording sink (reserved: added by the core team)
+# In-memory recording sink: RecordingForwarder, imported above from sentinel_forwarder._recording
 # ------------------------------------------------------------------------------------------------------------

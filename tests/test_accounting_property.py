@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sentinel_forwarder import DROP_REASONS, AuditEntry, BufferingForwarder, Severity
-from sentinel_forwarder._recording import RecordingForwarder
+from sentinel_forwarder.testing import RecordingForwarder
 
 SINK_REASONS = [r for r in DROP_REASONS if r not in ("queue_full", "closed", "shutdown_timeout")]
 

@@ -12,7 +12,7 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 from sentinel_forwarder import AuditEntry, BufferingForwarder, SendResult, Severity
-from sentinel_forwarder._recording import RecordingForwarder
+from sentinel_forwarder.testing import RecordingForwarder
 
 pytestmark = pytest.mark.anyio
 

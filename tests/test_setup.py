@@ -20,8 +20,8 @@ from sentinel_forwarder import (
     Severity,
     add_sentinel_forwarder,
 )
-from sentinel_forwarder._recording import RecordingForwarder
 from sentinel_forwarder.emulator import Emulator, EmulatorCredential
+from sentinel_forwarder.testing import RecordingForwarder
 
 
 @pytest.fixture(scope="module")
