@@ -48,7 +48,10 @@ def test_ids_are_unique_and_every_rule_is_deployed() -> None:
 def test_required_scenarios_are_covered() -> None:
     queries = {path.stem: rule["query"] for path, rule in RULES}
     assert 'Severity in ("High", "Critical")' in queries["HighSeverityBurstInSession"]
-    assert "prev(Hash)" in queries["BrokenHashChain"] and "order by SessionId" in queries["BrokenHashChain"]
+    chain = queries["BrokenHashChain"]
+    # links are looked up by hash (order-independent): missing predecessors and forks
+    assert "join kind=leftanti (known) on $left.PreviousHash == $right.Hash" in chain
+    assert "Successors > 1" in chain and "isnotempty(PreviousHash)" in chain
     assert "LastSeen" in queries["AuditSilence"]
     assert "baseline" in queries["CriticalSpike"].lower()
     for detector, file in gen.DETECTOR_IDS.items():
