@@ -179,8 +179,13 @@ class BufferingForwarder:
         :returns: ``True`` if the entry was taken (or filtered out by ``min_severity``), ``False`` if it was
             dropped because the buffer is full (``reason="queue_full"``) or the forwarder is closed
             (``reason="closed"``).
+        :raises TypeError: if *entry* is not an :class:`AuditEntry` (nothing is counted).
         """
-        if entry.severity < self._min_severity:
+        try:
+            below = entry.severity < self._min_severity
+        except AttributeError:
+            raise TypeError(f"forward() takes an AuditEntry, not {type(entry).__name__}") from None
+        if below:
             return self._filter_early()
         queue = self._queue
         if len(queue) >= self._capacity or not self._accepting:

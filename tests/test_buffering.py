@@ -275,3 +275,24 @@ def test_forward_is_safe_without_an_event_loop() -> None:
     t.join()
     assert results == [True]
     assert fwd.statistics().queue_depth == 1
+
+
+def test_forward_rejects_what_is_not_an_entry() -> None:
+    fwd = BufferingForwarder(RecordingForwarder())
+    with pytest.raises(TypeError, match="AuditEntry, not dict"):
+        fwd.forward({"Summary": "x"})  # type: ignore[arg-type]
+    assert fwd.statistics().offered == 0
+
+
+def test_core_import_loads_no_framework_or_server() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, sentinel_forwarder, sentinel_forwarder.testing\n"
+        "heavy = {'starlette', 'uvicorn', 'aiohttp', 'click', 'rich', 'fastapi', 'trustme', 'httpx',"
+        " 'sentinel_forwarder.emulator', 'sentinel_forwarder.cli'}\n"
+        "print(sorted(m for m in sys.modules if m in heavy or m.split('.')[0] in heavy))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
