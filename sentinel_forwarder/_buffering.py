@@ -13,7 +13,7 @@ way as OpenTelemetry's batch processor, so the hot path is an append under an un
 
 from __future__ import annotations
 
-__all__ = ["DEFAULT_MAX_BATCHES_IN_FLIGHT", "BufferingForwarder", "ForwarderStatistics"]
+__all__ = ["DEFAULT_MAX_BATCHES_IN_FLIGHT", "BufferingForwarder", "ForwarderStatistics", "Transform"]
 
 import contextlib
 import logging
@@ -246,6 +246,11 @@ class BufferingForwarder:
     def name(self) -> str:
         """The ``forwarder.name`` metric attribute."""
         return self._name
+
+    @property
+    def drain_timeout(self) -> float:
+        """Seconds that closing may spend delivering what is buffered."""
+        return self._drain_timeout
 
     def queue_depth(self) -> int:
         """Rows waiting in the buffer."""

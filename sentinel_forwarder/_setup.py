@@ -21,7 +21,7 @@ import anyio.lowlevel
 from azure.core.credentials import TokenCredential
 
 from ._azure import AzureSentinelForwarder
-from ._buffering import BufferingForwarder, ForwarderStatistics
+from ._buffering import BufferingForwarder, ForwarderStatistics, Transform
 from ._entry import AuditEntry
 from ._protocol import AuditForwarder
 from ._settings import ForwarderSettings
@@ -105,7 +105,7 @@ class BackgroundForwarder:
         if token is not None and stop is not None and not self._done.is_set():
             with contextlib.suppress(anyio.RunFinishedError):
                 token.backend_class.run_sync_soon(stop.set, (), token.native_token)
-        wait = self.forwarder._drain_timeout + 10.0 if timeout is None else timeout
+        wait = self.forwarder.drain_timeout + 10.0 if timeout is None else timeout
         if self._thread.is_alive() and not self._done.wait(wait):
             logger.warning("sentinel-forwarder did not finish draining within %.1f s", wait)
         return self.statistics()
@@ -115,7 +115,7 @@ def _build(
     settings: ForwarderSettings,
     credential: TokenCredential | None,
     forwarder: AuditForwarder | None,
-    transform: Any,
+    transform: Transform | None,
 ) -> BufferingForwarder:
     if isinstance(forwarder, BufferingForwarder):
         return forwarder
@@ -163,7 +163,7 @@ def add_sentinel_forwarder(
     retry_timeout: float | None = None,
     min_severity: Any = None,
     connection_verify: bool | str | None = None,
-    transform: Any = None,
+    transform: Transform | None = None,
     environ: Mapping[str, str] | None = None,
     backend: Literal["asyncio", "trio"] = "asyncio",
 ) -> Any:
