@@ -148,7 +148,6 @@ class BufferingForwarder:
         self._filtered = 0
         self._dropped: dict[DropReason, int] = dict.fromkeys(DROP_REASONS, 0)
         self._batches_in_flight = 0
-        self._rows_in_flight = 0
         self._batches_sent = 0
         self._batches_failed = 0
         self._last_error: str | None = None
@@ -381,7 +380,6 @@ class BufferingForwarder:
                         break
                     with self._lock:
                         self._batches_in_flight += 1
-                        self._rows_in_flight += len(batch)
                     tg.start_soon(self._deliver, batch, slots)
                 for _ in range(self._max_in_flight):
                     await slots.acquire()
@@ -404,10 +402,10 @@ class BufferingForwarder:
             # Idle, wait at most max_interval too: threads racing in forward() can skip the depth == 1
             # wake-up, which must delay their rows by one interval at most, never strand them.
             timeout = self._max_interval if deadline is None else deadline - anyio.current_time()
-            if timeout is not None and timeout <= 0:
+            if timeout <= 0:
                 break
             self._wakeup = event = anyio.Event()
-            with anyio.move_on_after(timeout if timeout is not None else float("inf")):
+            with anyio.move_on_after(timeout):
                 await event.wait()
         with self._lock:
             n = min(len(self._queue), self._max_batch_size)
@@ -415,7 +413,7 @@ class BufferingForwarder:
             return [self._queue.popleft() for _ in range(n)]
 
     async def _deliver(self, batch: list[AuditEntry], slots: anyio.Semaphore) -> None:
-        size = pending = len(batch)  # pending: rows of this batch not yet counted anywhere
+        pending = len(batch)  # rows of this batch not yet counted anywhere
         try:
             with self._work_scope():
                 rows, filtered = self._apply_transform(batch)
@@ -447,7 +445,6 @@ class BufferingForwarder:
         finally:
             with self._lock:
                 self._batches_in_flight -= 1
-                self._rows_in_flight -= size
             slots.release()
 
     def _count_lost(self, count: int, reason: DropReason, error: str | None) -> None:
