@@ -296,3 +296,23 @@ def test_core_import_loads_no_framework_or_server() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_drop_log_is_rate_limited_per_reason(caplog: pytest.LogCaptureFixture) -> None:
+    from sentinel_forwarder._metrics import DropLog
+
+    now = [0.0]
+    log = DropLog(logging.getLogger("sentinel_forwarder.test"), interval=60.0, clock=lambda: now[0])
+    with caplog.at_level(logging.WARNING, logger="sentinel_forwarder.test"):
+        log.record("queue_full", 1)  # first: logged at once
+        now[0] = 30.0
+        log.record("queue_full", 5, "buffer at capacity")  # held back
+        log.record("rejected", 2, "(InvalidColumnValue) bad")  # another reason has its own clock
+        now[0] = 61.0
+        log.record("queue_full", 1)  # a minute on: logs the 6 since the last line
+        log.flush()  # nothing left to flush
+    assert [r.getMessage() for r in caplog.records] == [
+        "sentinel-forwarder dropped 1 audit row (reason=queue_full)",
+        "sentinel-forwarder dropped 2 audit rows (reason=rejected): (InvalidColumnValue) bad",
+        "sentinel-forwarder dropped 6 audit rows (reason=queue_full): buffer at capacity",
+    ]
