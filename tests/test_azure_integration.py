@@ -224,3 +224,34 @@ def test_options_are_checked() -> None:
         AzureSentinelForwarder("https://x.example.com", rule_id="")
     with pytest.raises(ValueError, match="not an http"):
         AzureSentinelForwarder("dce.example.com", rule_id="dcr-1")
+
+
+class ScopeRecordingCredential(EmulatorCredential):
+    """Records the scopes azure-core's bearer policy asks for."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scopes: list[tuple[str, ...]] = []
+
+    def get_token(self, *scopes: str, **kwargs: Any) -> Any:
+        self.scopes.append(scopes)
+        return super().get_token(*scopes, **kwargs)
+
+    def get_token_info(self, *scopes: str, options: Any = None) -> Any:
+        self.scopes.append(scopes)
+        return super().get_token_info(*scopes, options=options)
+
+
+@pytest.mark.parametrize(
+    ("cloud", "scope"),
+    [
+        ("public", "https://monitor.azure.com/.default"),
+        ("usgov", "https://monitor.azure.us/.default"),
+        ("china", "https://monitor.azure.cn/.default"),
+    ],
+)
+async def test_token_audience_follows_the_cloud(emu: Emulator, cloud: str, scope: str) -> None:
+    credential = ScopeRecordingCredential()
+    stats = await forward_all(sink_for(emu, credential=credential, cloud=cloud), rows(3))
+    assert stats.sent == 3
+    assert credential.scopes and all(s == (scope,) for s in credential.scopes)
