@@ -139,8 +139,7 @@ class AzureSentinelForwarder(AuditSink):
         parts = urlsplit(endpoint)
         if parts.scheme not in ("https", "http") or not parts.hostname:
             raise ValueError(f"endpoint {endpoint!r} is not an http(s) URL")
-        self._loopback = _is_loopback(parts.hostname)
-        if parts.scheme == "http" and not self._loopback:
+        if parts.scheme == "http" and not _is_loopback(parts.hostname):
             raise ValueError(
                 f"endpoint {endpoint!r} uses http://; only https:// is allowed, except for loopback hosts"
             )
@@ -253,8 +252,6 @@ class AzureSentinelForwarder(AuditSink):
 
         :raises RuntimeError: if the sink is not open.
         """
-        if self._client is None:
-            raise RuntimeError("AzureSentinelForwarder is not open; use 'async with' or call open()")
         return await anyio.to_thread.run_sync(
             self.send_batch_sync, list(entries), limiter=self._limiter, abandon_on_cancel=True
         )

@@ -145,8 +145,6 @@ def _check(name: str, value: Any) -> Any:
         return value
     if name == "min_severity":
         return Severity.parse(value)
-    return _PARSERS[name](str(value)) if not isinstance(value, bool) else _bad_bool(name)
-
-
-def _bad_bool(name: str) -> Any:
-    raise ValueError(f"{name} must not be a boolean")
+    if isinstance(value, bool):
+        raise ValueError(f"{name} must not be a boolean")
+    return _PARSERS[name](str(value))

@@ -186,27 +186,21 @@ def add_sentinel_forwarder(
     :param backend: the background thread's event loop (no-app mode).
     :raises ConfigurationError: at startup, naming a missing or malformed setting.
     """
-    settings = ForwarderSettings.resolve(
+    settings = ForwarderSettings.resolve(  # None means "not given": environment, then default
         environ,
         require_endpoint=forwarder is None,
-        **{
-            k: v
-            for k, v in {
-                "endpoint": endpoint,
-                "rule_id": rule_id,
-                "stream_name": stream_name,
-                "cloud": cloud,
-                "max_batch_size": max_batch_size,
-                "max_interval": max_interval,
-                "capacity": capacity,
-                "max_batches_in_flight": max_batches_in_flight,
-                "drain_timeout": drain_timeout,
-                "retry_timeout": retry_timeout,
-                "min_severity": min_severity,
-                "connection_verify": connection_verify,
-            }.items()
-            if v is not None
-        },
+        endpoint=endpoint,
+        rule_id=rule_id,
+        stream_name=stream_name,
+        cloud=cloud,
+        max_batch_size=max_batch_size,
+        max_interval=max_interval,
+        capacity=capacity,
+        max_batches_in_flight=max_batches_in_flight,
+        drain_timeout=drain_timeout,
+        retry_timeout=retry_timeout,
+        min_severity=min_severity,
+        connection_verify=connection_verify,
     )
     buffered = _build(settings, credential, forwarder, transform)
     if app is None:

@@ -255,3 +255,9 @@ async def test_token_audience_follows_the_cloud(emu: Emulator, cloud: str, scope
     stats = await forward_all(sink_for(emu, credential=credential, cloud=cloud), rows(3))
     assert stats.sent == 3
     assert credential.scopes and all(s == (scope,) for s in credential.scopes)
+
+
+async def test_sending_before_open_is_a_clear_error() -> None:
+    sink = AzureSentinelForwarder("http://127.0.0.1:9", EmulatorCredential(), rule_id="dcr-1")
+    with pytest.raises(RuntimeError, match="not open"):
+        await sink.send_batch(rows(1))

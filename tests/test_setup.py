@@ -184,3 +184,12 @@ def test_startup_failure_is_raised() -> None:
     with pytest.raises(RuntimeError, match="failed to start") as info:
         add_sentinel_forwarder(forwarder=Broken(), environ={})
     assert isinstance(info.value.__cause__, OSError)
+
+
+def test_boolean_for_a_number_is_refused() -> None:
+    with pytest.raises(ConfigurationError, match=r"max_batch_size .*boolean"):
+        ForwarderSettings.resolve({}, require_endpoint=False, max_batch_size=True)
+    assert (
+        ForwarderSettings.resolve({}, require_endpoint=False, connection_verify=False).connection_verify
+        is False
+    )
