@@ -384,6 +384,17 @@ class Emulator:
         """
         return self._stats.wait_for_rows(n, timeout)
 
+    def wait_until_idle(self, *, timeout: float = 10.0) -> bool:
+        """Block until no ingestion request is in flight: every answer has been sent.
+
+        A client can see its answer a moment before the emulator counts the request finished; wait on this
+        instead of reading ``stats().in_flight`` right after a call.
+
+        :param timeout: Seconds to wait at most.
+        :returns: Whether it became idle in time.
+        """
+        return self._stats.wait_until_idle(timeout)
+
     def reset(self) -> None:
         """Remove faults, zero the counters and delete stored rows (``POST /_emulator/reset``)."""
         self.faults.reset()

@@ -73,8 +73,9 @@ class StatsRecorder:
 
     def done(self) -> None:
         """One ingestion request finished."""
-        with self._lock:
+        with self._condition:
             self._in_flight = max(0, self._in_flight - 1)
+            self._condition.notify_all()
 
     def response(self, status: int) -> None:
         """Count one response by status."""
@@ -142,6 +143,15 @@ class StatsRecorder:
         """
         with self._condition:
             return self._condition.wait_for(lambda: self._rows >= n, timeout)
+
+    def wait_until_idle(self, timeout: float) -> bool:
+        """Block until no ingestion request is in flight (each one counts until its answer is sent).
+
+        :param timeout: Seconds to wait at most.
+        :returns: Whether it became idle in time.
+        """
+        with self._condition:
+            return self._condition.wait_for(lambda: self._in_flight == 0, timeout)
 
     def reset(self) -> None:
         """Set every counter back to zero (requests still in flight stay counted as such)."""

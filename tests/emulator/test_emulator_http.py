@@ -201,7 +201,7 @@ def test_admin_faults_stats_rows_reset(emu: Emulator, http: httpx.Client, make_r
     assert post(http, emu, b"[]").status_code == 204
     check(post(http, emu, b"[]"), 429, "TooManyRequests")
 
-    assert http.post("/_emulator/reset").status_code == 204
+    assert http.post("/_emulator/reset", json={}).status_code == 204
     assert emu.count(emu.table) == 0
     assert emu.stats().requests == 0
     assert post(http, emu, b"[]").status_code == 204  # rate limit gone
