@@ -6,7 +6,7 @@ gzip chunks that stay within the request limit both uncompressed and compressed,
 byte stream (``upload()`` posts an ``IO[bytes]`` as-is and detects gzip by its magic bytes), so the SDK does
 not serialise the rows again.
 
-Transport: the synchronous client, run in worker threads with ``anyio.to_thread.run_sync``. The SDK's async
+Transport: the synchronous client, run on daemon worker threads (``_workers``). The SDK's async
 client needs aiohttp, which runs on asyncio only; threads work the same on asyncio and trio, keep token
 acquisition (which may block for seconds) off the event loop, and measured as fast as aiohttp here
 (docs/benchmarks.md).
@@ -18,28 +18,33 @@ __all__ = ["CLOUD_AUDIENCES", "MAX_REQUEST_BYTES", "AzureSentinelForwarder", "Cl
 
 import gzip
 import io
-import ipaddress
 import json
 import logging
+import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Literal
-from urllib.parse import urlsplit
 
-import anyio
-import anyio.to_thread
 from azure.core.credentials import TokenCredential
-from azure.core.exceptions import (
-    AzureError,
-    ClientAuthenticationError,
-    HttpResponseError,
-)
-from azure.core.pipeline.policies import RetryPolicy
+from azure.core.exceptions import AzureError, ClientAuthenticationError, HttpResponseError
 from azure.core.pipeline.transport import RequestsTransport
 
+from ._endpoint import parse_endpoint
 from ._entry import AuditEntry
+from ._metrics import ErrorLog
 from ._protocol import AuditSink, DropReason, SendResult
+from ._retry import (
+    DEADLINE_OPTION,
+    RECORD_OPTION,
+    RETRY_STATUSES,
+    IngestionRetryPolicy,
+    RetryRecord,
+    TokenError,
+    TokenPolicy,
+    UnreachableError,
+)
 from ._schema import AUDIT_TABLE
+from ._workers import DaemonWorkers
 
 logger = logging.getLogger("sentinel_forwarder.azure")
 
@@ -59,29 +64,6 @@ _AUTHORITIES: Mapping[str, str] = {
     "usgov": "login.microsoftonline.us",
     "china": "login.chinacloudapi.cn",
 }
-_RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
-
-
-class _IngestionRetryPolicy(RetryPolicy):  # type: ignore[type-arg]
-    """azure-core's retry policy, told that the ingestion POST may be retried.
-
-    By default azure-core retries a POST only on 500/503/504 or when the answer carries ``Retry-After``: not
-    on a bare 429, a 502, a timeout or a dropped connection. The ingestion call posts a replayable byte
-    stream, so retrying it is safe, with one caveat: after a connection dropped mid-response the service may
-    have stored the rows, and a retry can store them twice (rows carry a unique ``Id`` to de-duplicate on).
-    """
-
-    def _is_method_retryable(self, settings: dict[str, Any], request: Any, response: Any = None) -> bool:
-        return response is None or response.status_code in _RETRY_STATUSES
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 class AzureSentinelForwarder(AuditSink):
@@ -97,26 +79,29 @@ class AzureSentinelForwarder(AuditSink):
             forwarder.forward(AuditEntry("jailbreak attempt", severity=Severity.HIGH))
 
     :param endpoint: the Data Collection Endpoint, or the DCR's own ingestion endpoint for a Direct DCR.
-        ``https://`` is required except for loopback hosts (a local emulator).
+        ``https://`` is required except for loopback hosts (a local emulator); no user info, path, query or
+        fragment.
     :param credential: an azure-core ``TokenCredential``; ``None`` means ``DefaultAzureCredential`` for
         *cloud* (created and closed by this sink).
     :param rule_id: the DCR's immutable id (``dcr-…``).
     :param stream_name: the stream declared in the DCR.
     :param cloud: ``"public"``, ``"usgov"`` or ``"china"``: sets the token audience.
-    :param retry_timeout: seconds one batch may spend on retries (429 with ``Retry-After``, 5xx, timeouts,
-        dropped connections), all chunks together; then its undelivered rows are dropped
-        (``reason="retries_exhausted"``). A ``Retry-After`` longer than what is left is still honoured once.
+    :param retry_timeout: seconds one batch may take in all, every chunk, attempt, backoff and token request
+        included; then its undelivered rows are dropped (``reason="retries_exhausted"``). Each attempt's
+        connect and read timeouts are clamped to what is left, and a ``Retry-After`` longer than what is left
+        ends the retries at once.
     :param max_retries: attempts after the first, per chunk.
-    :param retry_backoff: seconds; without ``Retry-After`` the n-th retry waits ``retry_backoff * 2**(n-1)``
-        (the first retries at once), at most 30 s.
+    :param retry_backoff: seconds; without ``Retry-After`` the n-th retry waits a random time up to
+        ``retry_backoff * 2**(n-1)`` (full jitter), at most 30 s.
     :param max_concurrent_uploads: worker threads and pooled connections for concurrent batches; keep it at
         least the buffering forwarder's ``max_batches_in_flight``.
-    :param connection_timeout: seconds to connect.
-    :param read_timeout: seconds to wait for an answer.
+    :param connection_timeout: seconds to connect, at most.
+    :param read_timeout: seconds to wait for an answer, at most. A request that timed out after it was sent
+        may still have landed: if no later attempt settles it, its rows are counted *unconfirmed*.
     :param connection_verify: ``True`` (system CAs), ``False``, or the path of a CA bundle (the emulator's).
     :param compress_level: gzip level, 1 (fast) to 9 (small).
     :raises ValueError: for a malformed endpoint, an ``http://`` endpoint that is not loopback, an unknown
-        cloud, or an empty ``rule_id``/``stream_name``.
+        cloud, an empty ``rule_id``/``stream_name``, or an option out of range.
     """
 
     def __init__(
@@ -127,22 +112,16 @@ class AzureSentinelForwarder(AuditSink):
         rule_id: str,
         stream_name: str = AUDIT_TABLE.stream,
         cloud: Cloud = "public",
-        retry_timeout: float = 60.0,
+        retry_timeout: float = 20.0,
         max_retries: int = 10,
         retry_backoff: float = 0.5,
         max_concurrent_uploads: int = 8,
-        connection_timeout: float = 10.0,
-        read_timeout: float = 30.0,
+        connection_timeout: float = 5.0,
+        read_timeout: float = 10.0,
         connection_verify: bool | str = True,
         compress_level: int = 6,
     ) -> None:
-        parts = urlsplit(endpoint)
-        if parts.scheme not in ("https", "http") or not parts.hostname:
-            raise ValueError(f"endpoint {endpoint!r} is not an http(s) URL")
-        if parts.scheme == "http" and not _is_loopback(parts.hostname):
-            raise ValueError(
-                f"endpoint {endpoint!r} uses http://; only https:// is allowed, except for loopback hosts"
-            )
+        parsed = parse_endpoint(endpoint)
         if cloud not in CLOUD_AUDIENCES:
             raise ValueError(f"cloud must be one of {', '.join(CLOUD_AUDIENCES)}, not {cloud!r}")
         if not rule_id:
@@ -153,7 +132,16 @@ class AzureSentinelForwarder(AuditSink):
             raise ValueError(f"compress_level must be 1 to 9, not {compress_level}")
         if max_concurrent_uploads < 1:
             raise ValueError(f"max_concurrent_uploads must be at least 1, not {max_concurrent_uploads}")
-        self.endpoint = endpoint.rstrip("/")
+        for name, value in (
+            ("retry_timeout", retry_timeout),
+            ("connection_timeout", connection_timeout),
+            ("read_timeout", read_timeout),
+        ):
+            if not value > 0:
+                raise ValueError(f"{name} must be a positive number of seconds, not {value!r}")
+        if max_retries < 0 or retry_backoff < 0:
+            raise ValueError("max_retries and retry_backoff must not be negative")
+        self.endpoint = parsed.url
         self.rule_id = rule_id
         self.stream_name = stream_name
         self.cloud = cloud
@@ -167,10 +155,11 @@ class AzureSentinelForwarder(AuditSink):
         self._read_timeout = read_timeout
         self._verify = connection_verify
         self._level = compress_level
-        self._http = parts.scheme == "http"
+        self._http = parsed.scheme == "http"
         self._client: Any = None
-        self._limiter = anyio.CapacityLimiter(max_concurrent_uploads)
+        self._workers = DaemonWorkers(max_concurrent_uploads, name="sentinel-forwarder-upload")
         self._closed = False
+        self._errors = ErrorLog(logger)
 
     def __repr__(self) -> str:
         return (
@@ -213,21 +202,22 @@ class AzureSentinelForwarder(AuditSink):
             read_timeout=self._read_timeout,
             connection_verify=self._verify,
         )
-        retry = _IngestionRetryPolicy(
-            retry_total=self._max_retries,
-            retry_connect=self._max_retries,
-            retry_read=self._max_retries,
-            retry_status=self._max_retries,
-            retry_backoff_factor=self._retry_backoff,
-            retry_backoff_max=30,
-            timeout=self._retry_timeout,
+        retry = IngestionRetryPolicy(
+            max_retries=self._max_retries,
+            backoff=self._retry_backoff,
+            backoff_max=30.0,
+            budget=self._retry_timeout,
+            connection_timeout=self._connection_timeout,
+            read_timeout=self._read_timeout,
         )
+        scope = CLOUD_AUDIENCES[self.cloud]
         self._client = LogsIngestionClient(
             self.endpoint,
             self._credential,
-            credential_scopes=[CLOUD_AUDIENCES[self.cloud]],
+            credential_scopes=[scope],
             transport=transport,
             retry_policy=retry,
+            authentication_policy=TokenPolicy(self._credential, scope),
         )
 
     async def aclose(self) -> None:
@@ -235,6 +225,7 @@ class AzureSentinelForwarder(AuditSink):
         if self._closed:
             return
         self._closed = True
+        self._workers.close()
         client, self._client = self._client, None
         if client is not None:
             client.close()
@@ -248,16 +239,21 @@ class AzureSentinelForwarder(AuditSink):
     async def send_batch(self, entries: Sequence[AuditEntry], /) -> SendResult:
         """Serialise, chunk, compress and post *entries*; report what landed and what was dropped, by reason.
 
-        Runs in a worker thread. Cancelling abandons the thread: a chunk already on the wire may still land.
+        Runs on a daemon worker thread. If the caller is cancelled, the thread stops before its next attempt
+        or chunk; a chunk already on the wire may still land (the caller counts such rows as unconfirmed).
 
         :raises RuntimeError: if the sink is not open.
         """
-        return await anyio.to_thread.run_sync(
-            self.send_batch_sync, list(entries), limiter=self._limiter, abandon_on_cancel=True
-        )
+        if self._client is None:
+            raise RuntimeError("AzureSentinelForwarder is not open; use 'async with' or call open()")
+        cancel = threading.Event()
+        return await self._workers.run(self._send, list(entries), cancel, cancel=cancel)
 
     def send_batch_sync(self, entries: Sequence[AuditEntry]) -> SendResult:
         """Blocking twin of :meth:`send_batch`, for worker threads and scripts."""
+        return self._send(entries, threading.Event())
+
+    def _send(self, entries: Sequence[AuditEntry], cancel: threading.Event) -> SendResult:
         client = self._client
         if client is None:
             raise RuntimeError("AzureSentinelForwarder is not open; use 'async with' or call open()")
@@ -269,8 +265,10 @@ class AzureSentinelForwarder(AuditSink):
                 data = json.dumps(
                     entry.to_row(), ensure_ascii=False, separators=(",", ":"), allow_nan=False
                 ).encode("utf-8")
-            except (TypeError, ValueError) as exc:
-                result += self._drop("invalid_row", 1, f"row Id {entry.id!r} is not valid JSON: {exc}")
+            except Exception as exc:  # any failure to serialise is this row's alone
+                result += self._drop(
+                    "invalid_row", 1, f"row Id {entry.id!r} is not valid JSON: {type(exc).__name__}: {exc}"
+                )
                 continue
             if len(data) + 2 > MAX_REQUEST_BYTES:
                 result += self._drop(
@@ -282,36 +280,40 @@ class AzureSentinelForwarder(AuditSink):
                 continue
             encoded.append(data)
         for body, count in _gzip_chunks(encoded, self._level):
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
+            if cancel.is_set():
+                result += self._drop("shutdown_timeout", count, "abandoned at the drain deadline")
+            elif time.monotonic() >= deadline:
                 result += self._drop(
                     "retries_exhausted", count, "the batch's retry budget was spent on earlier chunks"
                 )
-                continue
-            result += self._post(client, body, count, remaining)
+            else:
+                result += self._post(client, body, count, RetryRecord(cancel=cancel), deadline)
         return result
 
-    def _post(self, client: Any, body: bytes, count: int, timeout: float) -> SendResult:
-        answers: list[Any] = []  # every attempt's response, via azure-core's custom hook policy
-        kwargs: dict[str, Any] = {"timeout": timeout, "raw_response_hook": answers.append}
+    def _post(self, client: Any, body: bytes, count: int, record: RetryRecord, deadline: float) -> SendResult:
+        kwargs: dict[str, Any] = {RECORD_OPTION: record, DEADLINE_OPTION: deadline}
         if self._http:
             kwargs["enforce_https"] = False  # loopback only, checked in __init__
         try:
             client.upload(self.rule_id, self.stream_name, io.BytesIO(body), **kwargs)
+        except UnreachableError as exc:
+            return self._drop("unreachable", count, f"{exc.message} (not retried: it cannot heal by itself)")
+        except TokenError as exc:
+            return self._drop("credential_error", count, record.explain() if exc.transient else exc.message)
         except ClientAuthenticationError as exc:
             if exc.response is None:
                 return self._drop("credential_error", count, f"no access token: {_message(exc)}")
-            return self._classify(exc, count)
+            return self._classify(exc, count, record)
         except HttpResponseError as exc:
-            return self._classify(exc, count)
-        except AzureError as exc:  # timeouts, connection and read errors after the retries
-            text = f"{type(exc).__name__}: {_message(exc)}"
-            if answers:
-                text += f"; the service last answered {_describe(answers[-1].http_response)}"
-            return self._drop("retries_exhausted", count, text)
+            return self._classify(exc, count, record)
+        except AzureError:  # transport failures that outlasted the budget
+            return self._failed("retries_exhausted", count, record, record.explain())
+        except Exception as exc:  # a bug here or in the SDK: this chunk alone, and say so loudly
+            self._errors.error("sentinel-forwarder: unexpected error while uploading a chunk", exc)
+            return self._failed("sink_error", count, record, f"{type(exc).__name__}: {exc}")
         return SendResult(sent=count)
 
-    def _classify(self, exc: HttpResponseError, count: int) -> SendResult:
+    def _classify(self, exc: HttpResponseError, count: int, record: RetryRecord) -> SendResult:
         status = exc.status_code or 0
         text = f"HTTP {status} {_message(exc)}"
         reason: DropReason
@@ -326,11 +328,23 @@ class AzureSentinelForwarder(AuditSink):
             text += f" (check the DCR immutable id {self.rule_id!r} and stream {self.stream_name!r})"
         elif status == 413:
             reason = "too_large"
-        elif status in _RETRY_STATUSES:
+        elif status in RETRY_STATUSES:
             reason = "retries_exhausted"
+            text = record.explain()
         else:
             reason = "rejected"
-        return self._drop(reason, count, text)
+        return self._failed(reason, count, record, text)
+
+    def _failed(self, reason: DropReason, count: int, record: RetryRecord, message: str) -> SendResult:
+        """A chunk that did not get a yes: dropped, unless an earlier attempt may have landed it."""
+        if record.ambiguous:
+            text = (
+                f"whether {count} rows landed is unknown: an attempt reached the service but its answer "
+                f"was lost; then {message}"
+            )
+            logger.debug("%s", text)
+            return SendResult.uncertain(count, text)
+        return self._drop(reason, count, message)
 
     def _drop(self, reason: DropReason, count: int, message: str) -> SendResult:
         logger.debug("dropping %d rows (%s): %s", count, reason, message)
@@ -344,17 +358,6 @@ def _message(exc: AzureError) -> str:
         return f"({error.code}) {error.message}"
     text = str(getattr(exc, "message", None) or exc)
     return text.splitlines()[0] if text else type(exc).__name__
-
-
-def _describe(response: Any) -> str:
-    """``HTTP 503 (ServerBusy) message`` from a raw response, for the log."""
-    text = f"HTTP {response.status_code}"
-    try:
-        error = json.loads(response.text())["error"]
-        text += f" ({error['code']}) {error['message']}"
-    except (ValueError, KeyError, TypeError):
-        pass
-    return text
 
 
 def _gzip_chunks(rows: list[bytes], level: int) -> Iterator[tuple[bytes, int]]:

@@ -1,14 +1,18 @@
 """``BufferingForwarder``: a never-blocking ``forward()`` in front of a batching pump.
 
 Data flows one way: ``forward(entry)`` → bounded buffer → pump (cuts batches by size or age) → up to
-``max_batches_in_flight`` concurrent ``inner.send_batch()`` calls. Every offered row ends counted as sent,
-filtered or dropped with a reason.
+``max_batches_in_flight`` concurrent ``inner.send_batch()`` calls. Every offered row ends counted exactly
+once: sent, filtered, dropped with a reason, or unconfirmed (sent, but whether it landed is unknown).
 
-The buffer is a ``collections.deque`` guarded by a ``threading.Lock`` rather than an anyio memory object
-stream: anyio streams may only be used from their event loop's thread, and ``forward()`` must also be callable
-from other threads. The pump is woken only when a batch may be ready (first row, full batch, close), the same
-way as OpenTelemetry's batch processor, so the hot path is an append under an uncontended lock;
-``benchmarks/bench_forward.py`` compares it with a bare ``MemoryObjectSendStream.send_nowait``.
+Nothing that goes wrong after the forwarder has opened reaches the application: a sink that raises, returns
+junk or loses count, a transform that raises, a row that cannot be serialised, all are counted and logged, and
+the pump goes on. Only opening can raise (the sink's own ``__aenter__``: a misconfiguration).
+
+The buffer is a ``collections.deque`` appended to without a lock rather than an anyio memory object stream:
+anyio streams may only be used from their event loop's thread, and ``forward()`` must also be callable from
+other threads. The pump is woken only when a batch may be ready (first row, full batch, close), the same way
+as OpenTelemetry's batch processor; ``benchmarks/bench_forward.py`` compares it with a bare
+``MemoryObjectSendStream.send_nowait``.
 """
 
 from __future__ import annotations
@@ -17,20 +21,22 @@ __all__ = ["DEFAULT_MAX_BATCHES_IN_FLIGHT", "BufferingForwarder", "ForwarderStat
 
 import contextlib
 import logging
+import random
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType, TracebackType
+from typing import Any
 
 import anyio
 import anyio.lowlevel
-from anyio.abc import TaskGroup
+from anyio.abc import TaskGroup, TaskStatus
 from opentelemetry import metrics
 
 from ._entry import AuditEntry, Severity
-from ._metrics import DropLog, ForwarderAttributes, instruments_for
+from ._metrics import DropLog, ErrorLog, ForwarderAttributes, instruments_for
 from ._protocol import DROP_REASONS, AuditForwarder, DropReason, SendResult
 
 logger = logging.getLogger("sentinel_forwarder")
@@ -39,6 +45,12 @@ logger = logging.getLogger("sentinel_forwarder")
 #: bound that matters is the DCR's 12,000 requests/min; 4 in flight of 100 rows at ~50 ms is ~80 requests/s,
 #: 40 % of one DCR's budget. Raise ``max_batch_size`` before this to go faster.
 DEFAULT_MAX_BATCHES_IN_FLIGHT = 4
+#: After a sink raised, the pump waits up to this (doubling per consecutive failure, full jitter) before the
+#: next batch, so a broken sink is not called in a tight loop.
+_SINK_BACKOFF_FIRST = 0.05
+_SINK_BACKOFF_MAX = 5.0
+#: Exceptions that stop the program on purpose: counted, then re-raised. Everything else is contained.
+_INTERRUPTS = (KeyboardInterrupt, SystemExit)
 
 _NEW, _OPEN, _CLOSING, _CLOSED = range(4)
 
@@ -49,7 +61,7 @@ Transform = Callable[[AuditEntry], "AuditEntry | None"]
 class ForwarderStatistics:
     """A snapshot of a :class:`BufferingForwarder`'s counters.
 
-    After close, ``offered == sent + filtered + sum(dropped.values())``.
+    After close, ``offered == sent + filtered + sum(dropped.values()) + unconfirmed``.
     """
 
     #: Rows passed to ``forward()`` (or ``send_batch()``).
@@ -62,13 +74,15 @@ class ForwarderStatistics:
     filtered: int
     #: Rows lost, by reason.
     dropped: Mapping[DropReason, int]
+    #: Rows sent whose landing is unknown: their answer was lost, or they were on the wire at the deadline.
+    unconfirmed: int
     #: Rows waiting in the buffer now.
     queue_depth: int
     #: Batches being delivered now.
     batches_in_flight: int
     #: Batches whose every row was delivered.
     batches_sent: int
-    #: Batches with at least one row dropped by the sink.
+    #: Batches with at least one row not delivered.
     batches_failed: int
     #: The last error reported by the sink, if any.
     last_error: str | None
@@ -87,17 +101,24 @@ class BufferingForwarder:
         async with BufferingForwarder(AzureSentinelForwarder(endpoint, rule_id=...)) as forwarder:
             forwarder.forward(AuditEntry("prompt injection blocked", severity=Severity.HIGH))
 
+    or start it in a task group you own, and close it from any task::
+
+        async with anyio.create_task_group() as tg:
+            await tg.start(forwarder.run)
+            ...
+            await forwarder.aclose()
+
     :param inner: the sink (or another wrapper) that receives the batches.
     :param max_batch_size: rows per batch; a batch is handed over as soon as it is full.
     :param max_interval: seconds from a batch's first row until it is handed over even if not full.
     :param capacity: rows the buffer holds; when full, new rows are dropped (``reason="queue_full"``).
     :param max_batches_in_flight: batches delivered concurrently.
-    :param drain_timeout: seconds that closing may spend delivering what is buffered; the rest is dropped
-        (``reason="shutdown_timeout"``).
+    :param drain_timeout: seconds that closing may spend delivering what is buffered; then rows still buffered
+        are dropped (``reason="shutdown_timeout"``) and rows the sink was delivering are *unconfirmed*.
     :param min_severity: rows below it are filtered out in ``forward()`` (counted as filtered, not dropped).
     :param transform: called on each row in the pump before it is sent; returns the row to send (redacted,
-        enriched) or ``None`` to filter it out. If it raises, that row alone is dropped
-        (``reason="transform_error"``).
+        enriched) or ``None`` to filter it out. If it raises or returns anything else, that row alone is
+        dropped (``reason="transform_error"``).
     :param name: the ``forwarder.name`` attribute of this forwarder's metrics.
     :param meter_provider: OpenTelemetry meter provider; the global one by default.
     """
@@ -110,7 +131,7 @@ class BufferingForwarder:
         max_interval: float = 5.0,
         capacity: int = 10_000,
         max_batches_in_flight: int = DEFAULT_MAX_BATCHES_IN_FLIGHT,
-        drain_timeout: float = 30.0,
+        drain_timeout: float = 20.0,
         min_severity: Severity | str = Severity.NONE,
         transform: Transform | None = None,
         name: str = "default",
@@ -120,11 +141,11 @@ class BufferingForwarder:
             raise ValueError(f"max_batch_size must be at least 1, not {max_batch_size}")
         if capacity < 1:
             raise ValueError(f"capacity must be at least 1, not {capacity}")
-        if max_interval <= 0:
+        if not max_interval > 0:
             raise ValueError(f"max_interval must be positive, not {max_interval}")
         if max_batches_in_flight < 1:
             raise ValueError(f"max_batches_in_flight must be at least 1, not {max_batches_in_flight}")
-        if drain_timeout < 0:
+        if not drain_timeout >= 0:
             raise ValueError(f"drain_timeout must not be negative, not {drain_timeout}")
         self._inner = inner
         self._max_batch_size = max_batch_size
@@ -146,26 +167,32 @@ class BufferingForwarder:
         self._filtered_early = 0
         self._sent = 0
         self._filtered = 0
+        self._unconfirmed = 0
         self._dropped: dict[DropReason, int] = dict.fromkeys(DROP_REASONS, 0)
         self._batches_in_flight = 0
         self._batches_sent = 0
         self._batches_failed = 0
         self._last_error: str | None = None
+        self._sink_failures = 0  # consecutive batches whose send_batch raised
 
         self._instruments = instruments_for(meter_provider)
         self._attrs = ForwarderAttributes(name)
         self._drop_log = DropLog(logger)
+        self._errors = ErrorLog(logger)
         self._instruments.observe(self)
 
+        # Created on the event loop when the forwarder opens.
         self._loop_thread: int | None = None
         self._token: anyio.lowlevel.EventLoopToken | None = None
-        self._wakeup: anyio.Event | None = None  # created on the loop in __aenter__
-        self._task_group: TaskGroup | None = None
+        self._wakeup: anyio.Event | None = None
+        self._close_requested: anyio.Event | None = None
+        self._closing: anyio.Event | None = None
         self._drained: anyio.Event | None = None
-        # The pump and deliveries run shielded, so cancelling the code around ``async with`` still lets
-        # the drain deliver; the forwarder cancels them itself at the drain deadline or when the sink fails.
+        self._stopped: anyio.Event | None = None
+        self._host: TaskGroup | None = None  # the task group of ``async with``
+        # The pump and deliveries run shielded, so cancelling the code around the forwarder still lets the
+        # drain deliver; the forwarder cancels them itself at the drain deadline.
         self._work_scopes: set[anyio.CancelScope] = set()
-        self._crashed = False
         self._aborted = False
 
     # -- the hot path ------------------------------------------------------------------------------------
@@ -180,11 +207,9 @@ class BufferingForwarder:
             (``reason="closed"``).
         :raises TypeError: if *entry* is not an :class:`AuditEntry` (nothing is counted).
         """
-        try:
-            below = entry.severity < self._min_severity
-        except AttributeError:
-            raise TypeError(f"forward() takes an AuditEntry, not {type(entry).__name__}") from None
-        if below:
+        if entry.__class__ is not AuditEntry and not isinstance(entry, AuditEntry):
+            raise TypeError(f"forward() takes an AuditEntry, not {type(entry).__name__}")
+        if entry.severity < self._min_severity:
             return self._filter_early()
         queue = self._queue
         if len(queue) >= self._capacity or not self._accepting:
@@ -215,8 +240,8 @@ class BufferingForwarder:
             self._set_wakeup()
         else:
             assert self._token is not None
-            # If the loop is gone, close() has accounted for what is queued.
-            with contextlib.suppress(anyio.RunFinishedError):
+            # If the loop is gone, close has accounted for what is queued.
+            with contextlib.suppress(anyio.RunFinishedError, RuntimeError):
                 self._token.backend_class.run_sync_soon(self._set_wakeup, (), self._token.native_token)
 
     def _set_wakeup(self) -> None:
@@ -270,6 +295,7 @@ class BufferingForwarder:
                 sent=self._sent,
                 filtered=self._filtered_early + self._filtered,
                 dropped=MappingProxyType({r: n for r, n in dropped.items() if n}),
+                unconfirmed=self._unconfirmed,
                 queue_depth=0 if self._state == _CLOSED else queued,
                 batches_in_flight=self._batches_in_flight,
                 batches_sent=self._batches_sent,
@@ -280,19 +306,11 @@ class BufferingForwarder:
     # -- lifecycle ---------------------------------------------------------------------------------------
 
     async def __aenter__(self) -> BufferingForwarder:
-        if self._state != _NEW:
-            raise RuntimeError("a BufferingForwarder can be entered only once; create a new one")
-        await self._inner.__aenter__()
-        self._loop_thread = threading.get_ident()
-        self._token = anyio.lowlevel.current_token()
-        self._wakeup = anyio.Event()
-        self._drained = anyio.Event()
-        tg = anyio.create_task_group()
-        await tg.__aenter__()
-        self._task_group = tg
-        with self._lock:
-            self._state = _OPEN
-        tg.start_soon(self._pump, name="sentinel_forwarder pump")
+        await self._open()
+        host = anyio.create_task_group()
+        await host.__aenter__()
+        self._host = host
+        await host.start(self._serve)
         return self
 
     async def __aexit__(
@@ -301,32 +319,98 @@ class BufferingForwarder:
         exc_val: BaseException | None,
         exc_tb: TracebackType | None,
     ) -> bool | None:
-        """Stop taking rows, deliver what is buffered within ``drain_timeout``, then close *inner*."""
-        tg = self._task_group
-        assert tg is not None and self._drained is not None, "not entered"
+        """Stop taking rows, deliver what is buffered within ``drain_timeout``, then close *inner*.
+
+        An exception raised in the body propagates unchanged; the forwarder's own troubles never do.
+        """
+        host, self._host = self._host, None
+        try:
+            await self.aclose()
+        finally:
+            if host is not None:
+                # The pump has stopped, so the task group is empty. The body's exception is not passed on: it
+                # is the application's, and it propagates as raised (not wrapped in an exception group).
+                await host.__aexit__(None, None, None)
+        return None
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Open *inner*, then pump until :meth:`aclose` (or cancellation), drain, and close *inner*.
+
+        For ``await task_group.start(forwarder.run)``: it reports started once the forwarder takes rows. If
+        the task running it is cancelled, it still drains within ``drain_timeout`` before it returns.
+
+        :raises RuntimeError: if the forwarder was already started.
+        :raises Exception: whatever *inner* raises while opening (a misconfiguration); nothing is started.
+        """
+        await self._open()
+        await self._serve(task_status=task_status)
+
+    async def aclose(self) -> None:
+        """Stop taking rows, drain within ``drain_timeout``, close *inner*; return when done. Idempotent.
+
+        Works from any task on the forwarder's event loop, and from several at once. Shielded: cancelling
+        the caller does not cut the drain short.
+        """
+        if self._close_requested is None or self._stopped is None:
+            if self._state == _NEW:
+                self._finish()  # never opened: rows buffered before are lost
+            return  # never opened, or opening failed (already counted)
+        self._close_requested.set()
+        with anyio.CancelScope(shield=True):
+            await self._stopped.wait()
+
+    async def _open(self) -> None:
+        if self._state != _NEW:
+            raise RuntimeError("a BufferingForwarder can be started only once; create a new one")
+        self._state = _OPEN  # claimed: a second start fails even while the sink is opening
+        try:
+            await self._inner.__aenter__()
+        except BaseException:
+            self._finish()
+            raise
+        self._loop_thread = threading.get_ident()
+        self._token = anyio.lowlevel.current_token()
+        self._wakeup = anyio.Event()
+        self._close_requested = anyio.Event()
+        self._closing = anyio.Event()
+        self._drained = anyio.Event()
+        self._stopped = anyio.Event()
+
+    async def _serve(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Pump until asked to close or cancelled; then drain under the deadline, shielded."""
+        assert self._close_requested is not None and self._stopped is not None
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._pump, tg, name="sentinel_forwarder pump")
+                task_status.started()
+                try:
+                    await self._close_requested.wait()
+                finally:
+                    with anyio.CancelScope(shield=True):
+                        await self._drain()
+        finally:
+            self._finish()
+            with anyio.CancelScope(shield=True):
+                await self._close_inner()
+            self._stopped.set()
+
+    async def _drain(self) -> None:
+        assert self._closing is not None and self._drained is not None
         with self._lock:
             self._state = _CLOSING
             self._accepting = False
+        self._closing.set()
         self._set_wakeup()
-        try:
-            with anyio.CancelScope(shield=True):
-                with anyio.move_on_after(self._drain_timeout):
-                    await self._drained.wait()
-                if not self._drained.is_set():
-                    self._abort()
-        finally:
-            try:
-                await tg.__aexit__(exc_type, exc_val, exc_tb)
-            finally:
-                self._finish()
-                with anyio.CancelScope(shield=True):
-                    await self._inner.__aexit__(None, None, None)
-        return None
+        with anyio.move_on_after(self._drain_timeout):
+            await self._drained.wait()
+        if not self._drained.is_set():
+            self._abort()
 
-    async def aclose(self) -> None:
-        """Close without an exception; equivalent to leaving ``async with``."""
-        if self._state == _OPEN:
-            await self.__aexit__(None, None, None)
+    async def _close_inner(self) -> None:
+        try:
+            await self._inner.__aexit__(None, None, None)
+        except Exception as exc:
+            self._errors.error("sentinel-forwarder: the sink failed to close", exc)
 
     def _abort(self) -> None:
         """Cancel the pump and every delivery in flight, including deliveries started but not yet running."""
@@ -335,20 +419,19 @@ class BufferingForwarder:
             scope.cancel()
 
     @contextlib.contextmanager
-    def _work_scope(self) -> Iterator[None]:
+    def _work_scope(self) -> Iterator[anyio.CancelScope]:
         scope = anyio.CancelScope(shield=True)
         if self._aborted:
             scope.cancel()
         self._work_scopes.add(scope)
         try:
             with scope:
-                yield
+                yield scope
         finally:
             self._work_scopes.discard(scope)
 
     def _finish(self) -> None:
         """Count what is still queued as lost; stop taking rows for good."""
-        reason: DropReason = "sink_error" if self._crashed else "shutdown_timeout"
         left = 0
         with self._lock:
             self._state = _CLOSED
@@ -357,24 +440,29 @@ class BufferingForwarder:
                 self._queue.popleft()
                 left += 1
             self._removed += left
-            self._dropped[reason] += left
+            self._dropped["shutdown_timeout"] += left
         if left:
-            why = "the sink failed" if self._crashed else "the drain deadline passed"
-            self._on_dropped(reason, left, f"{left} rows were still buffered when {why}")
+            self._on_dropped("shutdown_timeout", left, f"{left} rows were still buffered at close")
         self._instruments.forget(self)
         self._drop_log.flush()
 
     # -- the pump ----------------------------------------------------------------------------------------
 
-    async def _pump(self) -> None:
-        tg = self._task_group
-        assert tg is not None and self._drained is not None
+    async def _pump(self, tg: TaskGroup) -> None:
+        assert self._drained is not None
         slots = anyio.Semaphore(self._max_in_flight)
         try:
             with self._work_scope():
                 while True:
                     await slots.acquire()
-                    batch = await self._next_batch()
+                    try:
+                        await self._pause_after_sink_failures()
+                        batch = await self._next_batch()
+                    except Exception as exc:  # a bug in the pump itself: log it, keep pumping
+                        slots.release()
+                        self._errors.error("sentinel-forwarder: the pump failed; it goes on", exc)
+                        await self._pause(_SINK_BACKOFF_MAX)
+                        continue
                     if not batch:
                         slots.release()
                         break
@@ -386,10 +474,22 @@ class BufferingForwarder:
         finally:
             self._drained.set()
 
+    async def _pause_after_sink_failures(self) -> None:
+        if self._sink_failures and self._accepting:
+            limit = min(_SINK_BACKOFF_MAX, _SINK_BACKOFF_FIRST * 2 ** (self._sink_failures - 1))
+            await self._pause(random.random() * limit)
+
+    async def _pause(self, seconds: float) -> None:
+        """Wait *seconds*, or less if closing begins."""
+        assert self._closing is not None
+        with anyio.move_on_after(seconds):
+            await self._closing.wait()
+
     async def _next_batch(self) -> list[AuditEntry]:
         """Wait for a batch: full, ``max_interval`` after its first row, or what is left when closing."""
         deadline: float | None = None
         while True:
+            self._drop_log.flush_due()
             with self._lock:
                 depth = len(self._queue)
                 closing = not self._accepting
@@ -400,12 +500,13 @@ class BufferingForwarder:
             if depth and deadline is None:
                 deadline = anyio.current_time() + self._max_interval
             # Idle, wait at most max_interval too: threads racing in forward() can skip the depth == 1
-            # wake-up, which must delay their rows by one interval at most, never strand them.
+            # wake-up, which must delay their rows by one interval at most, never strand them. Wake up as
+            # well when a held-back drop count is due to be logged.
             timeout = self._max_interval if deadline is None else deadline - anyio.current_time()
             if timeout <= 0:
                 break
             self._wakeup = event = anyio.Event()
-            with anyio.move_on_after(timeout):
+            with anyio.move_on_after(min(timeout, self._drop_log.due_in())):
                 await event.wait()
         with self._lock:
             n = min(len(self._queue), self._max_batch_size)
@@ -414,6 +515,7 @@ class BufferingForwarder:
 
     async def _deliver(self, batch: list[AuditEntry], slots: anyio.Semaphore) -> None:
         pending = len(batch)  # rows of this batch not yet counted anywhere
+        handed = False  # whether the sink has them (then their fate is unknown if we give up)
         try:
             with self._work_scope():
                 rows, filtered = self._apply_transform(batch)
@@ -423,40 +525,45 @@ class BufferingForwarder:
                 pending = len(rows)
                 if rows:
                     started = time.perf_counter()
-                    result = await self._inner.send_batch(rows)
-                    elapsed = time.perf_counter() - started
-                    if result.total != len(rows):
-                        result = SendResult(
-                            min(result.sent, len(rows)),
-                            MappingProxyType(
-                                {**result.dropped, "sink_error": max(len(rows) - result.total, 0)}
-                            ),
-                            result.error or f"sink accounted for {result.total} of {len(rows)} rows",
-                        )
-                    self._account(result, elapsed)
+                    handed = True
+                    result = _reconcile(await self._inner.send_batch(rows), len(rows))
+                    self._account(result, time.perf_counter() - started)
+                    self._sink_failures = 0
                 pending = 0
-            if pending:  # cancelled by _abort(): the drain deadline passed or another delivery crashed
-                self._count_lost(pending, "sink_error" if self._crashed else "shutdown_timeout", None)
-        except Exception as exc:
-            self._crashed = True
-            self._count_lost(pending, "sink_error", f"{type(exc).__name__}: {exc}")
-            self._abort()
-            raise
+            if pending:  # cancelled by _abort(): the drain deadline passed
+                if handed:
+                    self._count_unconfirmed(pending, "the drain deadline passed while the sink had them")
+                else:
+                    self._count_lost(pending, "shutdown_timeout", "the drain deadline passed")
+        except BaseException as exc:
+            # A bug in the sink (or in ours), a foreign cancellation, an interrupt: this batch alone is lost.
+            self._sink_failures += 1
+            self._count_lost(pending, "sink_error", f"the sink raised {type(exc).__name__}: {exc}")
+            self._errors.error("sentinel-forwarder: the sink raised; its batch is dropped (sink_error)", exc)
+            if isinstance(exc, _INTERRUPTS):
+                raise
         finally:
             with self._lock:
                 self._batches_in_flight -= 1
             slots.release()
 
-    def _count_lost(self, count: int, reason: DropReason, error: str | None) -> None:
+    def _count_lost(self, count: int, reason: DropReason, error: str) -> None:
         """Count a delivery's rows that the sink never accounted for."""
         if not count:
             return
         with self._lock:
             self._dropped[reason] += count
             self._batches_failed += 1
-            if error:
-                self._last_error = error
-        self._on_dropped(reason, count, error and f"the sink raised {error}")
+            self._last_error = error
+        self._on_dropped(reason, count, error)
+
+    def _count_unconfirmed(self, count: int, error: str) -> None:
+        with self._lock:
+            self._unconfirmed += count
+            self._batches_failed += 1
+            self._last_error = error
+        self._instruments.unconfirmed.add(count, self._attrs.base)
+        logger.warning("sentinel-forwarder: %d audit rows unconfirmed: %s", count, error)
 
     def _apply_transform(self, batch: list[AuditEntry]) -> tuple[list[AuditEntry], int]:
         """Run the user's transform on each row; a row it fails on is dropped alone. -> (rows, filtered)"""
@@ -469,7 +576,9 @@ class BufferingForwarder:
         for entry in batch:
             try:
                 out = transform(entry)
-            except Exception as exc:
+            except _INTERRUPTS:
+                raise
+            except BaseException as exc:  # includes a foreign cancellation: the row alone
                 failed += 1
                 detail = f"transform raised {exc!r} for row Id {entry.id}"
                 continue
@@ -492,9 +601,10 @@ class BufferingForwarder:
         dropped = {r: n for r, n in result.dropped.items() if n}
         with self._lock:
             self._sent += result.sent
+            self._unconfirmed += result.unconfirmed
             for reason, n in dropped.items():
                 self._dropped[reason] += n
-            if dropped:
+            if dropped or result.unconfirmed:
                 self._batches_failed += 1
                 if result.error:
                     self._last_error = result.error
@@ -503,8 +613,50 @@ class BufferingForwarder:
         inst, attrs = self._instruments, self._attrs
         if result.sent:
             inst.sent.add(result.sent, attrs.base)
-        outcome = "success" if not dropped else ("partial" if result.sent else "failure")
+        if result.unconfirmed:
+            inst.unconfirmed.add(result.unconfirmed, attrs.base)
+            logger.warning(
+                "sentinel-forwarder: %d audit rows unconfirmed: %s", result.unconfirmed, result.error
+            )
+        failed = dropped or result.unconfirmed
+        outcome = "success" if not failed else ("partial" if result.sent else "failure")
         inst.batches.add(1, attrs.by_outcome[outcome])
         inst.duration.record(elapsed, attrs.base)
         for reason, n in dropped.items():
-            self._on_dropped(reason, n, result.error)
+            self._on_dropped(reason, n, result.error_for(reason))
+
+
+def _reconcile(result: Any, count: int) -> SendResult:
+    """Make a sink's result account for exactly *count* rows; what it got wrong is ``sink_error``.
+
+    Over-reporting is capped (sent first, then drops, then unconfirmed); unknown reasons, negative numbers
+    and missing rows become ``sink_error``; a result that is not a :class:`SendResult` makes all rows
+    ``sink_error``.
+    """
+    if not isinstance(result, SendResult):
+        return SendResult.failed(
+            "sink_error", count, f"the sink returned {type(result).__name__}, not a SendResult"
+        )
+    known = all(r in DROP_REASONS and n >= 0 for r, n in result.dropped.items())
+    if known and result.total == count and result.sent >= 0 and result.unconfirmed >= 0:
+        return result
+    left = count
+
+    def take(n: int) -> int:
+        nonlocal left
+        n = min(max(n, 0), left)
+        left -= n
+        return n
+
+    sent = take(result.sent)
+    dropped: dict[DropReason, int] = {}
+    for reason, n in result.dropped.items():
+        if reason in DROP_REASONS and (n := take(n)):
+            dropped[reason] = n
+    unconfirmed = take(result.unconfirmed)
+    message = f"the sink accounted for {result.total} of {count} rows"
+    errors = dict(result.errors)
+    if left:
+        dropped["sink_error"] = dropped.get("sink_error", 0) + left
+        errors["sink_error"] = message
+    return SendResult(sent, MappingProxyType(dropped), result.error or message, unconfirmed, errors)

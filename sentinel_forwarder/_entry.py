@@ -44,7 +44,12 @@ class Severity(enum.IntEnum):
         if isinstance(value, Severity):
             return value
         if isinstance(value, int):
-            return cls(value)
+            try:
+                return cls(value)
+            except ValueError:
+                raise ValueError(
+                    f"unknown severity {value!r}; expected 0 to 4 or one of None, Low, Medium, High, Critical"
+                ) from None
         try:
             return _BY_LABEL[value.strip().lower()]
         except (KeyError, AttributeError):
@@ -57,8 +62,18 @@ _LABELS = {s: s.name.capitalize() for s in Severity}
 _BY_LABEL = {label.lower(): s for s, label in _LABELS.items()}
 
 
+_UTC = timezone.utc
+# Unbound, so an override in a datetime subclass cannot change the check or the wire format.
+_astimezone = datetime.astimezone
+_isoformat = datetime.isoformat
+#: Extra column names already checked, so entries with the same extra columns are not checked again.
+#: Bounded, so a stream of distinct names cannot grow it without limit.
+_CHECKED_NAMES: set[str] = set()
+_MAX_CHECKED_NAMES = 1024
+
+
 def _utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(_UTC)
 
 
 def _new_id() -> str:
@@ -78,7 +93,15 @@ class AuditEntry:
     :param hash: SHA-256 of the record; filled by :class:`~sentinel_forwarder.HashChain`.
     :param previous_hash: ``hash`` of the previous record in the chain.
     :param extra: user-defined columns, sent as top-level columns; the table and DCR must declare them.
-    :raises ValueError: for a naive timestamp, an unknown severity, or a bad or clashing extra column.
+        A copy is kept, read-only. Values are not checked here: a row that cannot be sent as JSON is
+        dropped alone by the sink.
+    :raises TypeError: if ``summary``, ``detector_id``, ``session_id``, ``id``, ``hash`` or
+        ``previous_hash`` is not a ``str``; ``timestamp`` is not a :class:`~datetime.datetime`;
+        ``severity`` is not a :class:`Severity`, ``str`` or ``int`` (a ``bool`` is refused); or ``extra``
+        is not a mapping with ``str`` keys.
+    :raises ValueError: for a naive timestamp, or one outside years 1 to 9999 once converted to UTC; an
+        unknown severity label or number; or an extra column name that is invalid, reserved or clashes
+        with a column of the table.
     """
 
     summary: str
@@ -92,17 +115,37 @@ class AuditEntry:
     extra: Mapping[str, Any] = field(default_factory=lambda: _EMPTY, hash=False)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.severity, Severity):
-            object.__setattr__(self, "severity", Severity.parse(self.severity))
-        if self.timestamp.tzinfo is None or self.timestamp.utcoffset() is None:
-            raise ValueError("AuditEntry.timestamp must be timezone-aware (use datetime.now(timezone.utc))")
-        if self.extra:
-            for name in self.extra:
-                if name in _CORE_COLUMNS:
-                    raise ValueError(f"extra column {name!r} clashes with a column of {AUDIT_TABLE.name}")
-                validate_column_name(name)
-            if not isinstance(self.extra, MappingProxyType):
-                object.__setattr__(self, "extra", MappingProxyType(dict(self.extra)))
+        # On the application's hot path: one cheap test for the common case, details only on failure.
+        if not (
+            type(self.summary)
+            is type(self.detector_id)
+            is type(self.session_id)
+            is type(self.id)
+            is type(self.hash)
+            is type(self.previous_hash)
+            is str
+        ):
+            self._check_strings()
+        if type(self.severity) is not Severity:
+            object.__setattr__(self, "severity", _parse_severity(self.severity))
+        ts = self.timestamp
+        if type(ts) is not datetime and not isinstance(ts, datetime):
+            raise TypeError(f"AuditEntry.timestamp must be a datetime, not {type(ts).__name__}")
+        if ts.tzinfo is not _UTC:
+            if ts.tzinfo is None or ts.utcoffset() is None:
+                raise ValueError(
+                    "AuditEntry.timestamp must be timezone-aware (use datetime.now(timezone.utc))"
+                )
+            if not 1 < ts.year < 9999:  # an offset is under 24 hours: only these years can overflow
+                _check_utc_year(ts)
+        if self.extra is not _EMPTY:
+            object.__setattr__(self, "extra", _checked_extra(self.extra))
+
+    def _check_strings(self) -> None:
+        for name in ("summary", "detector_id", "session_id", "id", "hash", "previous_hash"):
+            value = getattr(self, name)
+            if not isinstance(value, str):
+                raise TypeError(f"AuditEntry.{name} must be str, not {type(value).__name__}")
 
     def to_row(self) -> dict[str, Any]:
         """The row as sent to the Logs Ingestion API: column name to JSON value."""
@@ -121,6 +164,56 @@ class AuditEntry:
         return row
 
 
+def _parse_severity(value: object) -> Severity:
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise TypeError(
+            "AuditEntry.severity must be a Severity, its label (str) or its number (int), "
+            f"not {type(value).__name__}"
+        )
+    return Severity.parse(value)
+
+
+def _check_utc_year(ts: datetime) -> None:
+    try:
+        _astimezone(ts, _UTC)
+    except OverflowError:
+        raise ValueError(
+            f"AuditEntry.timestamp {ts.isoformat()} is outside years 1 to 9999 once converted to UTC"
+        ) from None
+
+
+def _checked_extra(extra: object) -> Mapping[str, Any]:
+    """A read-only copy of *extra*, its column names checked.
+
+    :raises TypeError: if *extra* is not a mapping, or a key is not a ``str``.
+    :raises ValueError: for an invalid or reserved column name, or one of the table's own columns.
+    """
+    if type(extra) is not dict and not isinstance(extra, Mapping):
+        raise TypeError(f"AuditEntry.extra must be a Mapping, not {type(extra).__name__}")
+    # Copied before the check, so a caller's later change to its mapping can neither bypass the check
+    # nor alter the frozen entry.
+    columns: dict[Any, Any] = dict(extra)
+    if not columns:
+        return _EMPTY
+    for name in columns:
+        if type(name) is str and name in _CHECKED_NAMES:
+            continue
+        if not isinstance(name, str):
+            raise TypeError(f"AuditEntry.extra keys must be str, not {type(name).__name__} ({name!r})")
+        if name in _CORE_COLUMNS:
+            raise ValueError(f"extra column {name!r} clashes with a column of {AUDIT_TABLE.name}")
+        validate_column_name(name)
+        if len(_CHECKED_NAMES) < _MAX_CHECKED_NAMES:
+            _CHECKED_NAMES.add(name)
+    return MappingProxyType(columns)
+
+
 def _format_time(ts: datetime) -> str:
-    """ISO 8601 in UTC with microseconds and a ``Z``, the form Log Analytics parses for ``datetime``."""
-    return ts.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """ISO 8601 in UTC with microseconds and a ``Z``, the form Log Analytics parses for ``datetime``.
+
+    Always ``YYYY-MM-DDTHH:MM:SS.ffffffZ``, 27 characters: ``isoformat`` pads the year to four digits
+    (``strftime("%Y")`` does not, on Linux) and, in UTC, always ends in ``+00:00``.
+    """
+    if ts.tzinfo is not _UTC:
+        ts = _astimezone(ts, _UTC)
+    return _isoformat(ts, "T", "microseconds")[:-6] + "Z"

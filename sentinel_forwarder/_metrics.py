@@ -7,7 +7,7 @@ gauge read from the queues at collection time, so ``forward()`` pays nothing for
 
 from __future__ import annotations
 
-__all__ = ["DropLog", "Instruments", "instruments_for"]
+__all__ = ["DropLog", "ErrorLog", "Instruments", "instruments_for"]
 
 import logging
 import threading
@@ -43,6 +43,11 @@ class Instruments:
         )
         self.sent = meter.create_counter(
             "audit.forward.sent", unit="{row}", description="Audit rows accepted by the sink (delivered)."
+        )
+        self.unconfirmed = meter.create_counter(
+            "audit.forward.unconfirmed",
+            unit="{row}",
+            description="Audit rows sent whose landing is unknown (answer lost, in flight at the deadline).",
         )
         self.batches = meter.create_counter(
             "audit.forward.batches",
@@ -128,7 +133,11 @@ class DropLog:
         self._next_at: dict[DropReason, float] = {}
 
     def record(self, reason: DropReason, count: int, detail: str | None = None) -> None:
-        """Note *count* rows dropped for *reason*; log now if the last line for it is old enough."""
+        """Note *count* rows dropped for *reason*; log now if the last line for it is old enough.
+
+        Held-back counts are logged by :meth:`flush_due` once their interval has passed, even if no further
+        drop happens: call it periodically (the pump does, see :meth:`due_in`).
+        """
         now = self._clock()
         with self._lock:
             self._pending[reason] = self._pending.get(reason, 0) + count
@@ -140,6 +149,24 @@ class DropLog:
             pending = self._pending.pop(reason)
             last = self._detail.pop(reason, None)
         self._emit(reason, pending, last)
+
+    def due_in(self) -> float:
+        """Seconds until a held-back count is due to be logged; infinity if none is held back."""
+        with self._lock:
+            if not self._pending:
+                return float("inf")
+            return max(min(self._next_at[r] for r in self._pending) - self._clock(), 0.0)
+
+    def flush_due(self) -> None:
+        """Log the held-back counts whose interval has passed (the trailing summary)."""
+        now = self._clock()
+        with self._lock:
+            due = [r for r in self._pending if self._next_at[r] <= now]
+            items = [(r, self._pending.pop(r), self._detail.pop(r, None)) for r in due]
+            for r in due:
+                self._next_at[r] = now + self._interval
+        for reason, count, detail in items:
+            self._emit(reason, count, detail)
 
     def flush(self) -> None:
         """Log every count not yet logged (at close)."""
@@ -157,3 +184,37 @@ class DropLog:
             reason,
             f": {detail}" if detail else "",
         )
+
+
+class ErrorLog:
+    """Logs unexpected exceptions at ERROR with their traceback, at most once per *interval*.
+
+    A bug that fires on every batch must not flood the log; the next line says how many were held back.
+    Thread-safe; the clock is injectable for tests.
+    """
+
+    def __init__(
+        self,
+        logger: logging.Logger,
+        *,
+        interval: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._logger = logger
+        self._interval = interval
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._next_at = float("-inf")
+        self._held = 0
+
+    def error(self, message: str, exc: BaseException) -> None:
+        """Log *message* with *exc*'s traceback, unless a line was logged less than *interval* ago."""
+        now = self._clock()
+        with self._lock:
+            if now < self._next_at:
+                self._held += 1
+                return
+            self._next_at = now + self._interval
+            held, self._held = self._held, 0
+        more = f" ({held} more since the last such line)" if held else ""
+        self._logger.error("%s%s", message, more, exc_info=exc)

@@ -24,6 +24,7 @@ DropReason = Literal[
     "not_found",  # 404: unknown DCR immutable id or stream name
     "credential_error",  # no access token could be acquired
     "retries_exhausted",  # 429/5xx/connection errors/timeouts outlasted the retry budget
+    "unreachable",  # the endpoint cannot be reached and retrying cannot help (TLS, certificate, host name)
     "sink_error",  # the sink raised, or reported fewer rows than it was given
 ]
 DROP_REASONS: tuple[DropReason, ...] = (
@@ -38,40 +39,67 @@ DROP_REASONS: tuple[DropReason, ...] = (
     "not_found",
     "credential_error",
     "retries_exhausted",
+    "unreachable",
     "sink_error",
 )
 
 _NO_DROPS: Mapping[DropReason, int] = MappingProxyType({})
+_NO_ERRORS: Mapping[DropReason, str] = MappingProxyType({})
 
 
 @dataclass(frozen=True)
 class SendResult:
-    """What became of a batch: how many rows were delivered and how many were dropped, by reason.
+    """What became of a batch: rows delivered, rows dropped (by reason), rows whose fate is unknown.
 
-    A sink reports service errors here instead of raising; ``sent + sum(dropped.values())`` equals the number
-    of rows it was given.
+    A sink reports service errors here instead of raising; ``sent + sum(dropped.values()) + unconfirmed``
+    equals the number of rows it was given.
     """
 
     sent: int = 0
     dropped: Mapping[DropReason, int] = field(default_factory=lambda: _NO_DROPS)
     #: The last error message (the service's own where there was one), for logs. Never holds secrets.
     error: str | None = None
+    #: Rows that may or may not have landed: their request reached the service but no answer came back
+    #: (a read timeout, a connection dropped mid-response) and no later attempt settled it.
+    unconfirmed: int = 0
+    #: The last error message per drop reason, so a log line for one reason names its own row.
+    errors: Mapping[DropReason, str] = field(default_factory=lambda: _NO_ERRORS)
 
     @property
     def total(self) -> int:
-        """Rows accounted for: sent plus dropped."""
-        return self.sent + sum(self.dropped.values())
+        """Rows accounted for: sent plus dropped plus unconfirmed."""
+        return self.sent + sum(self.dropped.values()) + self.unconfirmed
 
     @classmethod
     def failed(cls, reason: DropReason, count: int, error: str | None = None) -> SendResult:
         """All *count* rows dropped for one reason."""
-        return cls(0, MappingProxyType({reason: count}) if count else _NO_DROPS, error)
+        return cls(
+            0,
+            MappingProxyType({reason: count}) if count else _NO_DROPS,
+            error,
+            errors=MappingProxyType({reason: error}) if error else _NO_ERRORS,
+        )
+
+    @classmethod
+    def uncertain(cls, count: int, error: str | None = None) -> SendResult:
+        """All *count* rows unconfirmed: sent, but whether they landed is not known."""
+        return cls(unconfirmed=count, error=error)
+
+    def error_for(self, reason: DropReason) -> str | None:
+        """The message that explains the rows dropped for *reason*."""
+        return self.errors.get(reason) or self.error
 
     def __add__(self, other: SendResult) -> SendResult:
         dropped = dict(self.dropped)
         for reason, n in other.dropped.items():
             dropped[reason] = dropped.get(reason, 0) + n
-        return SendResult(self.sent + other.sent, MappingProxyType(dropped), other.error or self.error)
+        return SendResult(
+            self.sent + other.sent,
+            MappingProxyType(dropped),
+            other.error or self.error,
+            self.unconfirmed + other.unconfirmed,
+            MappingProxyType({**self.errors, **other.errors}),
+        )
 
 
 _F = TypeVar("_F", bound="AuditForwarder")

@@ -97,8 +97,8 @@ class ForwarderSettings:
     max_interval: float = 5.0
     capacity: int = 10_000
     max_batches_in_flight: int = 4
-    drain_timeout: float = 30.0
-    retry_timeout: float = 60.0
+    drain_timeout: float = 20.0
+    retry_timeout: float = 20.0
     min_severity: Severity = Severity.NONE
     connection_verify: bool | str = True
 

@@ -1,8 +1,34 @@
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
+
+from sentinel_forwarder.emulator import Emulator
 
 
 @pytest.fixture(params=["asyncio", "trio"])
 def anyio_backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
+
+
+@pytest.fixture(scope="module")
+def emulator() -> Iterator[Emulator]:
+    """One plain-HTTP emulator per test module (tests/emulator has its own fixtures)."""
+    with Emulator() as emu:
+        yield emu
+
+
+@pytest.fixture(scope="module")
+def tls_emulator() -> Iterator[Emulator]:
+    """One HTTPS emulator per test module, with its own CA (``ca_path``)."""
+    with Emulator(tls=True) as emu:
+        yield emu
+
+
+@pytest.fixture
+def emu(emulator: Emulator) -> Iterator[Emulator]:
+    """The module's emulator, reset before and after the test."""
+    emulator.reset()
+    yield emulator
+    emulator.reset()

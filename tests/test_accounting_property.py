@@ -73,7 +73,7 @@ def test_every_row_is_sent_filtered_or_dropped_once(
             assert fwd.forward(offered[-1]) is False
         stats = fwd.statistics()
         assert stats.offered == len(offered)
-        assert stats.offered == stats.sent + stats.filtered + stats.dropped_total, stats
+        assert stats.offered == stats.sent + stats.filtered + stats.dropped_total + stats.unconfirmed, stats
         sent_ids = [e.id for e in sink.rows]
         assert len(sent_ids) == len(set(sent_ids)), "a row was sent twice"
         assert len(sent_ids) == stats.sent
@@ -86,5 +86,120 @@ def test_every_row_is_sent_filtered_or_dropped_once(
             return
         # with time to drain and the sink released, nothing is lost to shutdown
         assert "shutdown_timeout" not in stats.dropped
+
+    anyio.run(scenario, backend=backend)
+
+
+class CustomBaseError(BaseException):
+    """Neither a cancellation nor an interrupt: a sink's own BaseException."""
+
+
+def _sink_exception(kind: str) -> BaseException:
+    if kind == "foreign_cancel":
+        import asyncio
+
+        return asyncio.CancelledError()
+    return RuntimeError("sink bug") if kind == "error" else CustomBaseError()
+
+
+def _transform(entry: AuditEntry) -> AuditEntry | None:
+    if entry.summary.endswith("!"):
+        raise CustomBaseError("transform raised a BaseException")
+    if entry.summary.endswith("?"):
+        return "junk"  # type: ignore[return-value]
+    if entry.summary.endswith("-"):
+        return None
+    return entry
+
+
+hostile_op = st.one_of(
+    st.tuples(st.just("forward"), st.sampled_from(["row", "row!", "row?", "row-"])),
+    st.tuples(st.just("fail"), st.sampled_from(SINK_REASONS)),
+    st.tuples(st.just("raise"), st.sampled_from(["error", "base", "foreign_cancel"])),
+    st.tuples(st.just("yield"), st.integers(0, 3)),
+    st.tuples(st.just("hold"), st.booleans()),
+)
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    ops=st.lists(hostile_op, max_size=40),
+    threads=st.integers(0, 3),
+    per_thread=st.integers(0, 40),
+    batch=st.integers(1, 5),
+    in_flight=st.integers(1, 3),
+    cancel_outside=st.booleans(),
+    drain_timeout=st.sampled_from([0.0, 5.0]),
+)
+def test_every_row_is_counted_once_under_hostile_conditions(
+    backend: str,
+    ops: list[tuple[str, object]],
+    threads: int,
+    per_thread: int,
+    batch: int,
+    in_flight: int,
+    cancel_outside: bool,
+    drain_timeout: float,
+) -> None:
+    """Producer threads racing the pump and close, a transform that raises or returns junk, a sink that
+    raises (BaseExceptions and, on asyncio, a foreign CancelledError), and the surrounding scope cancelled."""
+    import threading
+
+    offered_by_threads: list[int] = []
+
+    async def scenario() -> None:
+        sink = RecordingForwarder()
+        fwd = BufferingForwarder(
+            sink,
+            max_batch_size=batch,
+            max_interval=0.001,
+            capacity=64,
+            max_batches_in_flight=in_flight,
+            drain_timeout=drain_timeout,
+            transform=_transform,
+        )
+
+        def produce(t: int) -> None:
+            for i in range(per_thread):
+                fwd.forward(AuditEntry(f"t{t}-{i}"))
+            offered_by_threads.append(per_thread)
+
+        workers = [threading.Thread(target=produce, args=(t,)) for t in range(threads)]
+        offered = 0
+        with anyio.CancelScope() as outside:
+            async with fwd:
+                for w in workers:
+                    w.start()
+                for kind, arg in ops:
+                    if kind == "forward":
+                        offered += 1
+                        fwd.forward(AuditEntry(str(arg)))
+                    elif kind == "fail":
+                        sink.fail_next(1, arg)  # type: ignore[arg-type]
+                    elif kind == "raise":
+                        if arg == "foreign_cancel" and backend != "asyncio":
+                            arg = "base"
+                        sink.raise_next(_sink_exception(str(arg)))
+                    elif kind == "hold":
+                        sink.hold() if arg else sink.release()
+                    else:
+                        for _ in range(int(arg)):  # type: ignore[call-overload]
+                            await anyio.lowlevel.checkpoint()
+                if drain_timeout:
+                    sink.release()
+                if cancel_outside:
+                    outside.cancel()
+                    await anyio.sleep_forever()
+        for w in workers:
+            w.join(timeout=30)  # some of their rows race the close: counted as "closed"
+        assert not any(w.is_alive() for w in workers)
+        stats = fwd.statistics()
+        assert stats.offered == offered + sum(offered_by_threads)
+        assert stats.offered == stats.sent + stats.filtered + stats.dropped_total + stats.unconfirmed, stats
+        sent_ids = [e.id for e in sink.rows]
+        assert len(sent_ids) == len(set(sent_ids)) == stats.sent
+        assert stats.queue_depth == 0 and stats.batches_in_flight == 0
+        assert sink.closed
 
     anyio.run(scenario, backend=backend)

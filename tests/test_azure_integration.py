@@ -2,79 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from azure_helpers import forward_all, landed_ids, rows, sink_for
 
 from sentinel_forwarder import (
     MAX_REQUEST_BYTES,
     AuditEntry,
     AzureSentinelForwarder,
-    BufferingForwarder,
-    ForwarderStatistics,
     Severity,
 )
 from sentinel_forwarder.emulator import Emulator, EmulatorCredential
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture(scope="module")
-def emulator() -> Iterator[Emulator]:
-    with Emulator() as emu:
-        yield emu
-
-
-@pytest.fixture(scope="module")
-def tls_emulator() -> Iterator[Emulator]:
-    with Emulator(tls=True) as emu:
-        yield emu
-
-
-@pytest.fixture
-def emu(emulator: Emulator) -> Iterator[Emulator]:
-    emulator.reset()
-    yield emulator
-    emulator.reset()
-
-
-def sink_for(emu: Emulator, **kwargs: Any) -> AzureSentinelForwarder:
-    options: dict[str, Any] = {
-        "rule_id": emu.rule_id,
-        "retry_backoff": 0.01,
-        "connection_verify": str(emu.ca_path) if emu.ca_path else True,
-    }
-    options.update(kwargs)
-    credential = options.pop("credential", EmulatorCredential())
-    return AzureSentinelForwarder(emu.endpoint, credential, **options)
-
-
-def rows(n: int, *, size: int = 0, prefix: str = "r") -> list[AuditEntry]:
-    pad = "x" * size
-    return [
-        AuditEntry(
-            f"{prefix}{i}{pad}", severity=Severity.HIGH, session_id=f"s{i % 7}", detector_id="pii-leak"
-        )
-        for i in range(n)
-    ]
-
-
-async def forward_all(
-    sink: AzureSentinelForwarder, entries: list[AuditEntry], **options: Any
-) -> ForwarderStatistics:
-    options.setdefault("max_batch_size", 100)
-    options.setdefault("max_interval", 3600)
-    async with BufferingForwarder(sink, **options) as fwd:
-        for e in entries:
-            assert fwd.forward(e)
-    stats = fwd.statistics()
-    assert stats.offered == stats.sent + stats.filtered + stats.dropped_total
-    return stats
-
-
-def landed_ids(emu: Emulator) -> list[str]:
-    return [r["Id"] for r in emu.rows(emu.table)]
 
 
 async def test_rows_land_as_sent(emu: Emulator) -> None:

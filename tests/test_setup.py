@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 
 import pytest
 from starlette.applications import Starlette
@@ -22,18 +21,6 @@ from sentinel_forwarder import (
 )
 from sentinel_forwarder.emulator import Emulator, EmulatorCredential
 from sentinel_forwarder.testing import RecordingForwarder
-
-
-@pytest.fixture(scope="module")
-def emulator() -> Iterator[Emulator]:
-    with Emulator() as emu:
-        yield emu
-
-
-@pytest.fixture
-def emu(emulator: Emulator) -> Iterator[Emulator]:
-    emulator.reset()
-    yield emulator
 
 
 def test_settings_come_from_arguments_then_environment() -> None:

@@ -331,18 +331,23 @@ class _Faulty:
         self._stats.request()
         stats = self._stats
 
+        latency, fault = self._faults.next_request()
+
         async def counting_send(message: Message) -> None:
             if message["type"] == "http.response.start":
+                # Latency is a slow answer: the request was read and processed (its rows stored) first, so
+                # a client that times out meanwhile cannot know whether its rows landed, as with Azure.
+                if latency:
+                    await asyncio.sleep(latency)
                 stats.response(int(message["status"]))
             await send(message)
 
         try:
-            latency, fault = self._faults.next_request()
-            if latency:
-                await asyncio.sleep(latency)
             if fault is None:
                 await self._app(scope, receive, counting_send)
             elif fault.kind == "drop":
+                if latency:
+                    await asyncio.sleep(latency)
                 await self._drop(receive, send)
             else:
                 await self._fail(fault, scope, receive, counting_send)

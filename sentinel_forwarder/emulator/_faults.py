@@ -137,7 +137,10 @@ class Faults:
             self._rng = random.Random(seed)
 
     def latency(self, seconds: float) -> None:
-        """Delay every response by *seconds* (an async sleep: concurrent requests overlap); 0 turns it off.
+        """Delay every answer by *seconds* (an async sleep: concurrent requests overlap); 0 turns it off.
+
+        The request is read and processed first (its rows are stored), then the answer waits: a client that
+        times out meanwhile cannot know whether its rows landed, as with the real service.
 
         :raises ValueError: for a negative delay.
         """

@@ -1,0 +1,338 @@
+"""Nothing the sink, a transform or the forwarder's own machinery does reaches the application or ends
+forwarding; every row is counted exactly once. Asyncio and trio."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import anyio
+import pytest
+
+from sentinel_forwarder import AuditEntry, AuditSink, BufferingForwarder, SendResult, Severity
+from sentinel_forwarder._buffering import _reconcile
+from sentinel_forwarder._metrics import DropLog
+from sentinel_forwarder.testing import RecordingForwarder
+
+pytestmark = pytest.mark.anyio
+
+FOREVER = 3600.0
+
+
+def entries(n: int, prefix: str = "e") -> list[AuditEntry]:
+    return [AuditEntry(f"{prefix}{i}", severity=Severity.LOW) for i in range(n)]
+
+
+def assert_balanced(fwd: BufferingForwarder) -> None:
+    s = fwd.statistics()
+    assert s.offered == s.sent + s.filtered + s.dropped_total + s.unconfirmed, s
+
+
+class CustomBaseError(BaseException):
+    """A BaseException that is neither a cancellation nor an interrupt."""
+
+
+class ScriptedSink(AuditSink):
+    """Answers each batch with the next scripted outcome: an exception to raise, or a value to return."""
+
+    def __init__(self, *outcomes: Any) -> None:
+        self.outcomes = list(outcomes)
+        self.calls = 0
+        self.delivered: list[AuditEntry] = []
+        self.seen = anyio.Event()
+        self.expected_calls = len(outcomes) + 1
+
+    async def send_batch(self, entries: Sequence[AuditEntry], /) -> SendResult:
+        self.calls += 1
+        if self.calls >= self.expected_calls:
+            self.seen.set()
+        if self.outcomes:
+            outcome = self.outcomes.pop(0)
+            if isinstance(outcome, BaseException):
+                raise outcome
+            return outcome  # type: ignore[no-any-return]
+        self.delivered.extend(entries)
+        return SendResult(sent=len(entries))
+
+
+async def run_one_bad_batch(outcome: Any, rows: int = 3) -> tuple[BufferingForwarder, ScriptedSink]:
+    """One batch gets *outcome*; the next batch must still be delivered."""
+    sink = ScriptedSink(outcome)
+    fwd = BufferingForwarder(sink, max_batch_size=rows, max_interval=FOREVER, max_batches_in_flight=1)
+    async with fwd:
+        for e in entries(rows, "bad"):
+            fwd.forward(e)
+        for e in entries(rows, "good"):
+            fwd.forward(e)
+        with anyio.fail_after(10):
+            await sink.seen.wait()
+        assert fwd.statistics().queue_depth == 0
+    assert [e.summary for e in sink.delivered] == [f"good{i}" for i in range(rows)]
+    assert_balanced(fwd)
+    return fwd, sink
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [RuntimeError("bug"), OverflowError("date value out of range"), RecursionError(), CustomBaseError()],
+    ids=lambda e: type(e).__name__,
+)
+async def test_a_sink_exception_costs_its_batch_only(exc: BaseException) -> None:
+    fwd, _ = await run_one_bad_batch(exc)
+    stats = fwd.statistics()
+    assert stats.dropped == {"sink_error": 3}
+    assert stats.sent == 3
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])  # trio.Cancelled cannot be raised by user code
+async def test_a_foreign_cancellation_from_the_sink_is_a_sink_error() -> None:
+    import asyncio
+
+    fwd, _ = await run_one_bad_batch(asyncio.CancelledError())
+    assert fwd.statistics().dropped == {"sink_error": 3}
+
+
+@pytest.mark.parametrize(
+    ("result", "expected"),
+    [
+        (None, {"sink_error": 3}),  # not a SendResult at all
+        ("sent", {"sink_error": 3}),
+        (SendResult(sent=1), {"sink_error": 2}),  # lost count of two rows
+        (SendResult.failed("no-such-reason", 3), {"sink_error": 3}),  # type: ignore[arg-type]
+    ],
+)
+async def test_a_sink_result_that_does_not_add_up_is_fixed(result: Any, expected: dict[str, int]) -> None:
+    fwd, _ = await run_one_bad_batch(result)
+    assert dict(fwd.statistics().dropped) == expected
+
+
+def test_reconcile_adds_to_an_existing_sink_error_and_caps_over_reporting() -> None:
+    mixed = SendResult(sent=1) + SendResult.failed("sink_error", 1, "the sink's own")
+    fixed = _reconcile(mixed, 4)
+    assert (fixed.sent, dict(fixed.dropped)) == (1, {"sink_error": 3})
+    over = _reconcile(SendResult(sent=10) + SendResult.failed("rejected", 5), 4)
+    assert (over.sent, dict(over.dropped), over.total) == (4, {}, 4)
+    over = _reconcile(SendResult(sent=2) + SendResult.failed("rejected", 5), 4)
+    assert (over.sent, dict(over.dropped)) == (2, {"rejected": 2})
+    negative = _reconcile(SendResult(sent=-1, unconfirmed=5), 3)
+    assert (negative.sent, negative.unconfirmed, negative.total) == (0, 3, 3)
+    fine = SendResult(sent=2, unconfirmed=1)
+    assert _reconcile(fine, 3) is fine
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_an_interrupt_from_the_sink_is_counted_and_propagates(backend: str) -> None:
+    # On asyncio a KeyboardInterrupt in any task stops the loop (asyncio's rule), so run the loop here.
+    sink = ScriptedSink(KeyboardInterrupt())
+    fwd = BufferingForwarder(sink, max_batch_size=3, max_interval=FOREVER)
+
+    async def main() -> None:
+        async with fwd:
+            for e in entries(3):
+                fwd.forward(e)
+            await anyio.sleep_forever()
+
+    with pytest.raises(BaseException) as info:
+        anyio.run(main, backend=backend)
+    assert isinstance(info.value, KeyboardInterrupt) or info.group_contains(KeyboardInterrupt)
+    assert fwd.statistics().dropped == {"sink_error": 3}
+    assert_balanced(fwd)
+
+
+@pytest.mark.parametrize(
+    "exc", [ValueError("bad"), CustomBaseError(), RecursionError()], ids=lambda e: type(e).__name__
+)
+async def test_a_transform_failure_costs_its_row_only(exc: BaseException) -> None:
+    def transform(e: AuditEntry) -> AuditEntry | None:
+        if e.summary == "e1":
+            raise exc
+        if e.summary == "e2":
+            return "junk"  # type: ignore[return-value]
+        return e
+
+    sink = RecordingForwarder()
+    async with BufferingForwarder(sink, max_batch_size=4, transform=transform) as fwd:
+        for e in entries(4):
+            fwd.forward(e)
+    assert [e.summary for e in sink.rows] == ["e0", "e3"]
+    assert fwd.statistics().dropped == {"transform_error": 2}
+    assert_balanced(fwd)
+
+
+async def test_the_body_exception_propagates_unchanged_and_rows_drain() -> None:
+    sink = RecordingForwarder()
+    with pytest.raises(ValueError, match="the application's own") as info:
+        async with BufferingForwarder(sink, max_interval=FOREVER) as fwd:
+            fwd.forward(AuditEntry("before the error"))
+            raise ValueError("the application's own")
+    assert type(info.value) is ValueError  # not an exception group
+    assert [e.summary for e in sink.rows] == ["before the error"]
+    assert_balanced(fwd)
+
+
+async def test_aclose_from_other_tasks_at_once() -> None:
+    sink = RecordingForwarder()
+    closed = 0
+    async with BufferingForwarder(sink, max_interval=FOREVER) as fwd:
+        fwd.forward(AuditEntry("x"))
+
+        async def close() -> None:
+            nonlocal closed
+            await fwd.aclose()
+            closed += 1
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(close)
+            tg.start_soon(close)
+        assert closed == 2
+        assert fwd.forward(AuditEntry("late")) is False
+    assert len(sink.rows) == 1 and sink.closed
+    assert fwd.statistics().dropped == {"closed": 1}
+
+
+async def test_run_in_a_task_group_drains_when_that_group_is_cancelled() -> None:
+    sink = RecordingForwarder()
+    fwd = BufferingForwarder(sink, max_interval=FOREVER)
+    async with anyio.create_task_group() as tg:
+        await tg.start(fwd.run)
+        for e in entries(5):
+            fwd.forward(e)
+        tg.cancel_scope.cancel()
+    assert len(sink.rows) == 5 and sink.closed
+    assert_balanced(fwd)
+    with pytest.raises(RuntimeError, match="only once"):
+        await fwd.run()
+
+
+async def test_opening_a_misconfigured_sink_raises_and_counts_what_was_buffered() -> None:
+    class Broken(RecordingForwarder):
+        async def __aenter__(self) -> Broken:
+            raise ValueError("misconfigured")
+
+    fwd = BufferingForwarder(Broken())
+    fwd.forward(AuditEntry("buffered before open"))
+    with pytest.raises(ValueError, match="misconfigured"):
+        async with fwd:
+            pass
+    assert fwd.statistics().dropped == {"shutdown_timeout": 1}
+    await fwd.aclose()  # nothing to do, no error
+    assert_balanced(fwd)
+
+
+async def test_a_failing_close_of_the_sink_is_logged_not_raised(caplog: pytest.LogCaptureFixture) -> None:
+    class BadClose(RecordingForwarder):
+        async def aclose(self) -> None:
+            raise OSError("disk gone")
+
+    with caplog.at_level(logging.ERROR, logger="sentinel_forwarder"):
+        async with BufferingForwarder(BadClose()) as fwd:
+            fwd.forward(AuditEntry("x"))
+    assert fwd.statistics().sent == 1
+    assert any("failed to close" in r.getMessage() for r in caplog.records)
+
+
+async def test_a_row_racing_close_is_counted() -> None:
+    sink = RecordingForwarder()
+    async with BufferingForwarder(sink) as fwd:
+        pass
+    # forward() checked "accepting" before close and appends after the final count (white box: the race)
+    fwd._queue.append(AuditEntry("raced"))
+    stats = fwd.statistics()
+    assert stats.dropped == {"shutdown_timeout": 1}
+    assert stats.offered == 1
+    assert_balanced(fwd)
+
+
+def test_forward_refuses_an_object_that_merely_looks_like_an_entry() -> None:
+    class Lookalike:
+        severity = Severity.HIGH
+        summary = "x"
+
+    fwd = BufferingForwarder(RecordingForwarder())
+    with pytest.raises(TypeError, match="AuditEntry, not Lookalike"):
+        fwd.forward(Lookalike())  # type: ignore[arg-type]
+    assert fwd.statistics().offered == 0
+
+
+async def test_held_back_drops_are_logged_without_a_further_drop(caplog: pytest.LogCaptureFixture) -> None:
+    logged = anyio.Event()
+
+    class Spy(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if "(reason=queue_full)" in record.getMessage() and record.getMessage().startswith(
+                "sentinel-forwarder dropped 2 "
+            ):
+                logged.set()
+
+    fwd = BufferingForwarder(RecordingForwarder(), capacity=1, max_interval=FOREVER)
+    fwd._drop_log = DropLog(logging.getLogger("sentinel_forwarder"), interval=0.05)
+    handler = Spy()
+    logging.getLogger("sentinel_forwarder").addHandler(handler)
+    try:
+        async with fwd:
+            for e in entries(4):  # 1 taken, 3 dropped: the first logged at once, two held back
+                fwd.forward(e)
+            with anyio.fail_after(10):
+                await logged.wait()  # the trailing summary comes while the forwarder idles
+    finally:
+        logging.getLogger("sentinel_forwarder").removeHandler(handler)
+
+
+def test_drop_log_trailing_summary_with_an_injected_clock(caplog: pytest.LogCaptureFixture) -> None:
+    now = [0.0]
+    log = DropLog(logging.getLogger("sentinel_forwarder.test"), interval=60.0, clock=lambda: now[0])
+    with caplog.at_level(logging.WARNING, logger="sentinel_forwarder.test"):
+        assert log.due_in() == float("inf")
+        log.record("too_large", 1, "row Id 'big' is 1,100,000 bytes")
+        log.record("invalid_row", 1, "row Id 'nan' is not valid JSON")
+        log.record("too_large", 2, "row Id 'big2' is 2,000,000 bytes")  # held back
+        assert log.due_in() == 60.0
+        now[0] = 59.0
+        log.flush_due()
+        assert len(caplog.records) == 2
+        now[0] = 60.0
+        log.flush_due()
+    assert [r.getMessage() for r in caplog.records] == [
+        "sentinel-forwarder dropped 1 audit row (reason=too_large): row Id 'big' is 1,100,000 bytes",
+        "sentinel-forwarder dropped 1 audit row (reason=invalid_row): row Id 'nan' is not valid JSON",
+        "sentinel-forwarder dropped 2 audit rows (reason=too_large): row Id 'big2' is 2,000,000 bytes",
+    ]
+
+
+def test_repeated_sink_failures_back_off() -> None:
+    """In trio's virtual time: a sink that always raises is called with growing pauses, not in a loop."""
+    import trio
+    import trio.testing
+
+    calls: list[float] = []
+
+    async def scenario() -> None:
+        eighth = trio.Event()
+
+        class AlwaysRaises(AuditSink):
+            async def send_batch(self, entries: Sequence[AuditEntry], /) -> SendResult:
+                calls.append(trio.current_time())
+                if len(calls) == 8:
+                    eighth.set()
+                raise RuntimeError("broken sink")
+
+        fwd = BufferingForwarder(AlwaysRaises(), max_batch_size=1, max_batches_in_flight=1)
+        async with fwd:
+            for e in entries(8):
+                fwd.forward(e)
+            await eighth.wait()
+        assert fwd.statistics().dropped == {"sink_error": 8}
+
+    import random
+
+    state = random.getstate()
+    random.seed(7)
+    try:
+        trio.run(scenario, clock=trio.testing.MockClock(autojump_threshold=0))
+    finally:
+        random.setstate(state)
+    pauses = [b - a for a, b in itertools.pairwise(calls)]
+    assert sum(pauses) > 0.5, pauses  # 7 pauses of up to 0.05 * 2**n s each, jittered
+    assert max(pauses) <= 5.0 + 0.01

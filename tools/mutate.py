@@ -1,0 +1,292 @@
+"""Mutation check: each mutant removes one behaviour; the test suite must fail on every one of them.
+
+Each mutant is applied to a copy of the working tree (so the tree itself is never touched, and two mutants
+run at once on two cores) and the fast tests run against it with ``PYTHONPATH`` pointing at the copy.
+
+    python tools/mutate.py                 # every mutant
+    python tools/mutate.py -k retry -j 1   # those whose name contains "retry", one at a time
+
+Prints one line per mutant (``killed`` or ``SURVIVED``) and exits 1 if any survived.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PKG = "sentinel_forwarder"
+#: The fast tests: everything but the KQL content checks (they need node and test no Python behaviour).
+TESTS = ["tests", "--ignore=tests/content", "-x", "-q", "-p", "no:randomly", "--timeout=120"]
+
+
+@dataclass(frozen=True)
+class Mutant:
+    name: str
+    path: str
+    old: str
+    new: str
+
+
+MUTANTS = [
+    # -- the pump and its accounting (issue 7's list first) --------------------------------------------
+    Mutant(
+        "cross-thread wake-up",
+        f"{PKG}/_buffering.py",
+        "self._token.backend_class.run_sync_soon(self._set_wakeup, (), self._token.native_token)",
+        "pass",
+    ),
+    Mutant(
+        "full-batch wake-up",
+        f"{PKG}/_buffering.py",
+        "if depth == 1 or depth == self._max_batch_size:",
+        "if depth == 1:",
+    ),
+    Mutant(
+        "transform return-type check",
+        f"{PKG}/_buffering.py",
+        "elif isinstance(out, AuditEntry):",
+        "elif True:",
+    ),
+    Mutant(
+        "count of rows racing close",
+        f"{PKG}/_buffering.py",
+        'dropped["shutdown_timeout"] += queued',
+        "pass",
+    ),
+    Mutant(
+        "send_batch accounting",
+        f"{PKG}/_buffering.py",
+        "return SendResult(taken) + SendResult.failed(reason, dropped) if dropped else SendResult(taken)",
+        "return SendResult(taken)",
+    ),
+    Mutant(
+        "shielding of the drain",
+        f"{PKG}/_buffering.py",
+        "with anyio.CancelScope(shield=True):\n                        await self._drain()",
+        "if True:\n                        await self._drain()",
+    ),
+    Mutant(
+        "sink exceptions contained",
+        f"{PKG}/_buffering.py",
+        "        except BaseException as exc:\n            # A bug in the sink",
+        "        except _INTERRUPTS as exc:\n            # A bug in the sink",
+    ),
+    Mutant(
+        "interrupts re-raised",
+        f"{PKG}/_buffering.py",
+        "            if isinstance(exc, _INTERRUPTS):\n                raise",
+        "            pass",
+    ),
+    Mutant(
+        "transform BaseException contained",
+        f"{PKG}/_buffering.py",
+        "            except BaseException as exc:  # includes a foreign cancellation: the row alone",
+        "            except Exception as exc:  # includes a foreign cancellation: the row alone",
+    ),
+    Mutant(
+        "sink failure backoff",
+        f"{PKG}/_buffering.py",
+        "if self._sink_failures and self._accepting:",
+        "if False:",
+    ),
+    Mutant(
+        "reconcile adds missing rows as sink_error",
+        f"{PKG}/_buffering.py",
+        'dropped["sink_error"] = dropped.get("sink_error", 0) + left',
+        'dropped["sink_error"] = left',
+    ),
+    Mutant(
+        "reconcile caps over-reporting",
+        f"{PKG}/_buffering.py",
+        "        n = min(max(n, 0), left)\n",
+        "        n = max(n, 0)\n",
+    ),
+    Mutant(
+        "reconcile checks the result type",
+        f"{PKG}/_buffering.py",
+        "    if not isinstance(result, SendResult):",
+        "    if False:",
+    ),
+    Mutant(
+        "in-flight rows at the deadline are unconfirmed",
+        f"{PKG}/_buffering.py",
+        "                if handed:\n",
+        "                if False:\n",
+    ),
+    Mutant(
+        "body exception not passed to the task group",
+        f"{PKG}/_buffering.py",
+        "await host.__aexit__(None, None, None)",
+        "await host.__aexit__(exc_type, exc_val, exc_tb)",
+    ),
+    Mutant(
+        "forward() type check",
+        f"{PKG}/_buffering.py",
+        "if entry.__class__ is not AuditEntry and not isinstance(entry, AuditEntry):",
+        "if False:",
+    ),
+    Mutant(
+        "drop log trailing summary",
+        f"{PKG}/_buffering.py",
+        "            self._drop_log.flush_due()\n",
+        "",
+    ),
+    Mutant(
+        "drop log per-reason message",
+        f"{PKG}/_buffering.py",
+        "self._on_dropped(reason, n, result.error_for(reason))",
+        "self._on_dropped(reason, n, result.error)",
+    ),
+    Mutant("HashChain lock", f"{PKG}/_chain.py", "with self._lock:", "if True:"),
+    # -- the Azure sink and its retry policy ------------------------------------------------------------
+    Mutant(
+        "gzip halving of an incompressible chunk",
+        f"{PKG}/_azure.py",
+        "if len(body) <= MAX_REQUEST_BYTES or len(rows) == 1:",
+        "if True:",
+    ),
+    Mutant(
+        "per-chunk budget check",
+        f"{PKG}/_azure.py",
+        "elif time.monotonic() >= deadline:",
+        "elif False:",
+    ),
+    Mutant(
+        "credential close",
+        f"{PKG}/_azure.py",
+        "            if close is not None:\n                close()",
+        "            pass",
+    ),
+    Mutant(
+        "a row that fails to serialise is dropped alone",
+        f"{PKG}/_azure.py",
+        "            except Exception as exc:  # any failure to serialise is this row's alone",
+        "            except (TypeError, ValueError) as exc:  # any failure to serialise is this row's alone",
+    ),
+    Mutant(
+        "ambiguous failures are unconfirmed",
+        f"{PKG}/_azure.py",
+        "        if record.ambiguous:\n",
+        "        if False:\n",
+    ),
+    Mutant(
+        "daemon upload threads",
+        f"{PKG}/_workers.py",
+        "daemon=True",
+        "daemon=False",
+    ),
+    Mutant(
+        "408 retry", f"{PKG}/_retry.py", "RETRY_STATUSES = frozenset({408, ", "RETRY_STATUSES = frozenset({"
+    ),
+    Mutant(
+        "Retry-After past the budget ends retries",
+        f"{PKG}/_retry.py",
+        "            if wait >= left:\n",
+        "            if wait >= left + 1e9:\n",
+    ),
+    Mutant(
+        "read timeout clamped to the budget",
+        f"{PKG}/_retry.py",
+        'options["read_timeout"] = max(min(self._read_timeout, left), _MIN_TIMEOUT)',
+        'options["read_timeout"] = self._read_timeout',
+    ),
+    Mutant(
+        "full jitter",
+        f"{PKG}/_retry.py",
+        "return float(self._rng() * min(",
+        "return float(1.0 * min(",
+    ),
+    Mutant(
+        "body rewound before a retry",
+        f"{PKG}/_retry.py",
+        'request.http_request.body.seek(positions["body_position"])',
+        "pass",
+    ),
+    Mutant(
+        "permanent transport errors fail fast",
+        f"{PKG}/_retry.py",
+        "                if cause.permanent:\n",
+        "                if False:\n",
+    ),
+    Mutant(
+        "lost answers mark the request ambiguous",
+        f"{PKG}/_retry.py",
+        "                record.ambiguous = True\n",
+        "",
+    ),
+    Mutant(
+        "transient token failures retried",
+        f"{PKG}/_retry.py",
+        "                if not exc.transient:\n",
+        "                if True:\n",
+    ),
+    Mutant(
+        "unreadable Retry-After tolerated",
+        f"{PKG}/_retry.py",
+        "            except (TypeError, ValueError, IndexError, OverflowError):\n                continue",
+        "            except OverflowError:\n                continue",
+    ),
+    # -- the emulator's admin guard --------------------------------------------------------------------
+    Mutant(
+        "emulator admin Host check",
+        f"{PKG}/emulator/_app.py",
+        "if len(hosts) != 1 or not _is_loopback_host_header(hosts[0]):",
+        "if False:",
+    ),
+    Mutant(
+        "emulator admin JSON-only writes",
+        f"{PKG}/emulator/_app.py",
+        "if len(types) != 1 or not _is_json_media_type(types[0]):",
+        "if False:",
+    ),
+]
+
+
+def run(mutant: Mutant, python: str) -> tuple[Mutant, str, float]:
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="mutant-") as tmp:
+        copy = Path(tmp) / "tree"
+        shutil.copytree(
+            ROOT, copy, ignore=shutil.ignore_patterns(".git", "node_modules", "__pycache__", "*.egg-info")
+        )
+        target = copy / mutant.path
+        text = target.read_text()
+        if text.count(mutant.old) != 1:
+            return mutant, f"NOT APPLIED (found {text.count(mutant.old)} times)", 0.0
+        target.write_text(text.replace(mutant.old, mutant.new))
+        env = {**os.environ, "PYTHONPATH": str(copy)}
+        done = subprocess.run(
+            [python, "-m", "pytest", *TESTS], cwd=copy, env=env, capture_output=True, text=True, timeout=1800
+        )
+        outcome = "killed" if done.returncode != 0 else "SURVIVED"
+    return mutant, outcome, time.monotonic() - started
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("-k", default="", help="only mutants whose name contains this")
+    parser.add_argument("-j", type=int, default=2, help="mutants at once (default 2)")
+    args = parser.parse_args()
+    chosen = [m for m in MUTANTS if args.k in m.name]
+    failed = 0
+    with ThreadPoolExecutor(args.j) as pool:
+        for mutant, outcome, seconds in pool.map(lambda m: run(m, sys.executable), chosen):
+            print(f"{outcome:>8}  {mutant.name}  ({seconds:.0f} s)", flush=True)
+            failed += outcome != "killed"
+    print(f"{len(chosen) - failed} of {len(chosen)} mutants killed")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
