@@ -211,6 +211,7 @@ class AzureSentinelForwarder(AuditSink):
             read_timeout=self._read_timeout,
         )
         scope = CLOUD_AUDIENCES[self.cloud]
+        self._workers.start()
         self._client = LogsIngestionClient(
             self.endpoint,
             self._credential,

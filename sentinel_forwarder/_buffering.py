@@ -562,8 +562,11 @@ class BufferingForwarder:
             self._unconfirmed += count
             self._batches_failed += 1
             self._last_error = error
+        self._on_unconfirmed(count, error)
+
+    def _on_unconfirmed(self, count: int, detail: str | None) -> None:
         self._instruments.unconfirmed.add(count, self._attrs.base)
-        logger.warning("sentinel-forwarder: %d audit rows unconfirmed: %s", count, error)
+        self._drop_log.record("unconfirmed", count, detail)
 
     def _apply_transform(self, batch: list[AuditEntry]) -> tuple[list[AuditEntry], int]:
         """Run the user's transform on each row; a row it fails on is dropped alone. -> (rows, filtered)"""
@@ -614,10 +617,7 @@ class BufferingForwarder:
         if result.sent:
             inst.sent.add(result.sent, attrs.base)
         if result.unconfirmed:
-            inst.unconfirmed.add(result.unconfirmed, attrs.base)
-            logger.warning(
-                "sentinel-forwarder: %d audit rows unconfirmed: %s", result.unconfirmed, result.error
-            )
+            self._on_unconfirmed(result.unconfirmed, result.error)
         failed = dropped or result.unconfirmed
         outcome = "success" if not failed else ("partial" if result.sent else "failure")
         inst.batches.add(1, attrs.by_outcome[outcome])

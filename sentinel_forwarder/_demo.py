@@ -223,7 +223,7 @@ async def _run(console: Console, records: int, seed: int, rate: int) -> bool:
         else:
             console.print(
                 f"[bold red]✗ {len(landed_rows):,} rows landed, {stats.sent:,} reported sent, "
-                f"dropped {dict(stats.dropped)}[/]"
+                f"dropped {dict(stats.dropped)}, unconfirmed {stats.unconfirmed:,}[/]"
             )
         return ok
 
@@ -240,6 +240,7 @@ def _summary(
         ("offered", f"{stats.offered:,}"),
         ("sent (delivered)", f"{stats.sent:,}"),
         ("dropped", ", ".join(f"{r}: {n:,}" for r, n in stats.dropped.items()) or "0"),
+        ("unconfirmed (landing unknown)", f"{stats.unconfirmed:,}"),
         ("batches sent / failed", f"{stats.batches_sent:,} / {stats.batches_failed:,}"),
         (
             "requests answered 204 / 429",

@@ -14,7 +14,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable, Mapping
-from typing import Protocol
+from typing import Literal, Protocol
 
 from opentelemetry import metrics
 
@@ -107,8 +107,13 @@ class ForwarderAttributes:
         }
 
 
+#: What the drop log counts: each drop reason, and rows whose landing is unknown.
+LogKey = DropReason | Literal["unconfirmed"]
+
+
 class DropLog:
-    """Logs drops as WARNINGs, at most once per *interval* per reason, with the count since the last line.
+    """Logs drops (and unconfirmed rows) as WARNINGs, at most once per *interval* per reason, with the count
+    since the last line.
 
     Thread-safe. The clock is injectable for tests.
 
@@ -128,11 +133,11 @@ class DropLog:
         self._interval = interval
         self._clock = clock
         self._lock = threading.Lock()
-        self._pending: dict[DropReason, int] = {}
-        self._detail: dict[DropReason, str] = {}
-        self._next_at: dict[DropReason, float] = {}
+        self._pending: dict[LogKey, int] = {}
+        self._detail: dict[LogKey, str] = {}
+        self._next_at: dict[LogKey, float] = {}
 
-    def record(self, reason: DropReason, count: int, detail: str | None = None) -> None:
+    def record(self, reason: LogKey, count: int, detail: str | None = None) -> None:
         """Note *count* rows dropped for *reason*; log now if the last line for it is old enough.
 
         Held-back counts are logged by :meth:`flush_due` once their interval has passed, even if no further
@@ -176,14 +181,13 @@ class DropLog:
         for reason, count, detail in items:
             self._emit(reason, count, detail)
 
-    def _emit(self, reason: DropReason, count: int, detail: str | None) -> None:
-        self._logger.warning(
-            "sentinel-forwarder dropped %d audit row%s (reason=%s)%s",
-            count,
-            "" if count == 1 else "s",
-            reason,
-            f": {detail}" if detail else "",
-        )
+    def _emit(self, reason: LogKey, count: int, detail: str | None) -> None:
+        rows = f"{count} audit row{'' if count == 1 else 's'}"
+        if reason == "unconfirmed":
+            what = f"sentinel-forwarder sent {rows} without knowing whether they landed (unconfirmed)"
+        else:
+            what = f"sentinel-forwarder dropped {rows} (reason={reason})"
+        self._logger.warning("%s%s", what, f": {detail}" if detail else "")
 
 
 class ErrorLog:

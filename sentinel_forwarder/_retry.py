@@ -302,11 +302,13 @@ class IngestionRetryPolicy(RetryPolicy):  # type: ignore[type-arg]
             wait = self.backoff_for(retry) if asked is None else asked
             left = deadline - self._clock()
             if wait >= left:
+                left = max(left, 0)
                 record.stopped = (
-                    f"the service asked to retry after {asked:g} s, more than the {max(left, 0):.1f} s left "
-                    "of the retry budget"
+                    f"the service asked to retry after {asked:g} s, more than the {left:.1f} s left of the "
+                    "retry budget"
                     if asked is not None
-                    else "the retry budget is spent"
+                    else f"the next retry (in {wait:.2g} s) would not fit in the {left:.2g} s left of the "
+                    "retry budget"
                 )
                 break
             if (wait > 0 and self._sleep(wait, record.cancel)) or record.cancel.is_set():

@@ -23,7 +23,7 @@ _STOP = None
 
 
 class DaemonWorkers:
-    """A fixed set of daemon threads running blocking calls; started on first use.
+    """A fixed set of daemon threads running blocking calls; started by :meth:`start` or on first use.
 
     :param size: threads, so at most this many calls run at once; more wait their turn.
     :param name: the threads' name.
@@ -71,7 +71,11 @@ class DaemonWorkers:
             return value  # type: ignore[no-any-return]
         raise value
 
-    def _submit(self, job: Callable[[], None]) -> None:
+    def start(self) -> None:
+        """Start the threads now (idempotent): at interpreter exit, CPython 3.12 refuses new threads.
+
+        :raises RuntimeError: after :meth:`close`.
+        """
         with self._lock:
             if self._closed:
                 raise RuntimeError("the worker threads are closed")
@@ -79,6 +83,9 @@ class DaemonWorkers:
                 self._started = True
                 for i in range(self._size):
                     threading.Thread(target=self._work, name=f"{self._name}-{i}", daemon=True).start()
+
+    def _submit(self, job: Callable[[], None]) -> None:
+        self.start()
         self._jobs.put(job)
 
     def _work(self) -> None:

@@ -195,3 +195,62 @@ def test_an_upload_abandoned_at_the_deadline_does_not_keep_the_process_alive(bac
         )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == {"unconfirmed": 5, "sent": 0, "dropped": {}}
+
+
+async def test_408_and_other_retryable_statuses_are_retried(emu: Emulator) -> None:
+    for status in (408, 429, 500, 502, 503, 504):
+        emu.faults.fail_next(1, status)
+    stats = await forward_all(sink_for(emu), rows(10))
+    assert stats.sent == 10 == emu.count(emu.table)
+    assert emu.stats().by_status == {408: 1, 429: 1, 500: 1, 502: 1, 503: 1, 504: 1, 204: 1}
+
+
+def test_incompressible_chunks_are_halved_until_they_fit() -> None:
+    import os
+
+    from sentinel_forwarder._azure import _gzip_chunks
+
+    # Random bytes do not compress: one 1,000,000-byte chunk would gzip to a little more than the limit.
+    pieces = [os.urandom(99_990) for _ in range(10)]
+    chunks = list(_gzip_chunks(pieces, 6))
+    assert len(chunks) > 1
+    assert sum(count for _, count in chunks) == 10
+    assert all(len(body) <= MAX_REQUEST_BYTES for body, _ in chunks)
+
+
+async def test_the_sink_closes_the_credential_it_created_and_only_that() -> None:
+    closed: list[str] = []
+
+    class Tracked(EmulatorCredential):
+        def close(self) -> None:
+            closed.append("caller's")
+
+    theirs = AzureSentinelForwarder("https://dce.example.com", Tracked(), rule_id="dcr-1")
+    async with theirs:
+        pass
+    assert closed == []  # the caller's credential is the caller's to close
+
+    ours = AzureSentinelForwarder("https://dce.example.com", rule_id="dcr-1")
+    async with ours:
+        credential = ours._credential
+        assert credential is not None
+        real_close = credential.close  # type: ignore[attr-defined]
+
+        def close() -> None:
+            closed.append("ours")
+            real_close()
+
+        credential.close = close  # type: ignore[attr-defined]
+    assert closed == ["ours"]
+
+
+async def test_chunks_after_the_budget_is_spent_are_not_sent(emu: Emulator) -> None:
+    emu.faults.latency(5)  # the first chunk's answer outlasts the whole budget
+    entries = rows(2500, size=1000)  # ~2.7 MB of JSON: three chunks in one batch
+    with anyio.fail_after(HANG):
+        stats = await forward_all(sink_for(emu, retry_timeout=0.5), entries, max_batch_size=2500)
+    first = stats.unconfirmed
+    assert 0 < first < 2500  # the first chunk went out and its answer never came
+    assert stats.dropped == {"retries_exhausted": 2500 - first}
+    assert "spent on earlier chunks" in (stats.last_error or "")
+    assert emu.stats().requests == 1  # the other chunks never went out

@@ -343,3 +343,17 @@ def test_drop_log_is_rate_limited_per_reason(caplog: pytest.LogCaptureFixture) -
         "sentinel-forwarder dropped 2 audit rows (reason=rejected): (InvalidColumnValue) bad",
         "sentinel-forwarder dropped 6 audit rows (reason=queue_full): buffer at capacity",
     ]
+
+
+async def test_send_batch_reports_what_was_taken_and_what_was_dropped() -> None:
+    # A BufferingForwarder is itself an AuditForwarder: another wrapper may hand it batches.
+    sink = RecordingForwarder()
+    fwd = BufferingForwarder(sink, capacity=2)
+    result = await fwd.send_batch(entries(5))
+    assert (result.sent, dict(result.dropped)) == (2, {"queue_full": 3})
+    async with fwd:
+        pass
+    late = await fwd.send_batch(entries(2))
+    assert (late.sent, dict(late.dropped)) == (0, {"closed": 2})
+    assert len(sink.rows) == 2
+    assert_balanced(fwd)

@@ -105,7 +105,10 @@ async def test_a_foreign_cancellation_from_the_sink_is_a_sink_error() -> None:
 )
 async def test_a_sink_result_that_does_not_add_up_is_fixed(result: Any, expected: dict[str, int]) -> None:
     fwd, _ = await run_one_bad_batch(result)
-    assert dict(fwd.statistics().dropped) == expected
+    stats = fwd.statistics()
+    assert dict(stats.dropped) == expected
+    if not isinstance(result, SendResult):  # said plainly, not as a crash with a traceback
+        assert f"the sink returned {type(result).__name__}, not a SendResult" == stats.last_error
 
 
 def test_reconcile_adds_to_an_existing_sink_error_and_caps_over_reporting() -> None:
@@ -336,3 +339,55 @@ def test_repeated_sink_failures_back_off() -> None:
     pauses = [b - a for a, b in itertools.pairwise(calls)]
     assert sum(pauses) > 0.5, pauses  # 7 pauses of up to 0.05 * 2**n s each, jittered
     assert max(pauses) <= 5.0 + 0.01
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_background_mode_survives_a_sink_exception(backend: Any) -> None:
+    import threading
+
+    from sentinel_forwarder import BackgroundForwarder
+
+    delivered = threading.Event()
+
+    class RaisesOnce(AuditSink):
+        def __init__(self) -> None:
+            self.raised = False
+            self.rows: list[AuditEntry] = []
+
+        async def send_batch(self, entries: Sequence[AuditEntry], /) -> SendResult:
+            if not self.raised:
+                self.raised = True
+                raise RuntimeError("sink bug")
+            self.rows.extend(entries)
+            delivered.set()
+            return SendResult(sent=len(entries))
+
+    sink = RaisesOnce()
+    fwd = BufferingForwarder(sink, max_batch_size=1, max_batches_in_flight=1)
+    bg = BackgroundForwarder(fwd, backend=backend).start()
+    try:
+        assert bg.forward(AuditEntry("lost to the bug"))
+        assert bg.forward(AuditEntry("delivered after it"))
+        assert delivered.wait(10)
+        assert bg.error is None
+    finally:
+        stats = bg.close()
+    assert [e.summary for e in sink.rows] == ["delivered after it"]
+    assert stats.dropped == {"sink_error": 1}
+    assert_balanced(fwd)
+
+
+def test_unconfirmed_rows_are_logged_rate_limited_like_drops(caplog: pytest.LogCaptureFixture) -> None:
+    now = [0.0]
+    log = DropLog(logging.getLogger("sentinel_forwarder.test"), interval=60.0, clock=lambda: now[0])
+    with caplog.at_level(logging.WARNING, logger="sentinel_forwarder.test"):
+        log.record("unconfirmed", 5, "read timed out")
+        log.record("unconfirmed", 7, "read timed out again")  # held back
+        now[0] = 60.0
+        log.flush_due()
+    assert [r.getMessage() for r in caplog.records] == [
+        "sentinel-forwarder sent 5 audit rows without knowing whether they landed (unconfirmed): "
+        "read timed out",
+        "sentinel-forwarder sent 7 audit rows without knowing whether they landed (unconfirmed): "
+        "read timed out again",
+    ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import sys
 import threading
 from datetime import datetime, timedelta, timezone
 
@@ -105,15 +106,22 @@ def test_chain_is_thread_safe_and_resumable() -> None:
 
     def work() -> None:
         for _ in range(200):
-            e = chain.link(AuditEntry("t"))
+            # A large row: hashing it releases the GIL, so without the chain's lock threads interleave
+            # between reading the head and moving it, and the chain forks.
+            e = chain.link(AuditEntry("t" * 8192))
             with lock:
                 out.append(e)
 
     threads = [threading.Thread(target=work) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        sys.setswitchinterval(interval)
     # every link points at a distinct predecessor: the chain is one line, no forks
     prevs = [e.previous_hash for e in out]
     assert len(set(prevs)) == len(prevs) == 800

@@ -166,7 +166,7 @@ def test_backoff_sleep_is_clamped_by_ending_the_retries() -> None:
     assert response.http_response.status_code == 503
     assert sum(clock.slept) < 5.0  # never past the deadline
     assert clock.slept == [1.0, 2.0]  # the next one (4 s) would cross it
-    assert record.stopped == "the retry budget is spent"
+    assert record.stopped == "the next retry (in 4 s) would not fit in the 2 s left of the retry budget"
 
 
 def test_the_caller_deadline_bounds_every_chunk_of_a_batch() -> None:
