@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from ._azure import CLOUD_AUDIENCES, MAX_REQUEST_BYTES, AzureSentinelForwarder, Cloud
+from ._background import BackgroundForwarder
 from ._buffering import DEFAULT_MAX_BATCHES_IN_FLIGHT, BufferingForwarder, ForwarderStatistics
 from ._chain import ChainBreak, HashChain, record_hash, verify_chain
 from ._entry import AuditEntry, Severity
 from ._protocol import DROP_REASONS, AuditForwarder, AuditSink, DropReason, SendResult
 from ._schema import AUDIT_TABLE, Column, TableSchema
 from ._settings import ConfigurationError, ForwarderSettings
-from ._setup import BackgroundForwarder, add_sentinel_forwarder
+from ._setup import add_sentinel_forwarder
 
 __all__ = [
     "AUDIT_TABLE",

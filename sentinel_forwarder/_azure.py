@@ -221,6 +221,19 @@ class AzureSentinelForwarder(AuditSink):
             authentication_policy=TokenPolicy(self._credential, scope),
         )
 
+    def reset_after_fork(self) -> None:
+        """In a forked child: forget the parent's client, connections and threads (without closing them, which
+        would disturb the parent); the next :meth:`open` makes new ones. ``BufferingForwarder`` calls it.
+
+        A credential this sink created is created anew too; one you passed is kept as it is.
+        """
+        self._client = None
+        self._closed = False
+        self._workers = DaemonWorkers(self._max_uploads, name="sentinel-forwarder-upload")
+        self._errors = ErrorLog(logger)
+        if self._owns_credential:
+            self._credential = None
+
     async def aclose(self) -> None:
         """Close the SDK client, and the credential if this sink created it."""
         if self._closed:

@@ -21,14 +21,16 @@ __all__ = ["DEFAULT_MAX_BATCHES_IN_FLIGHT", "BufferingForwarder", "ForwarderStat
 
 import contextlib
 import logging
+import os
 import random
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType, TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.lowlevel
@@ -38,6 +40,9 @@ from opentelemetry import metrics
 from ._entry import AuditEntry, Severity
 from ._metrics import DropLog, ErrorLog, ForwarderAttributes, instruments_for
 from ._protocol import DROP_REASONS, AuditForwarder, DropReason, SendResult
+
+if TYPE_CHECKING:
+    from ._background import BackgroundForwarder
 
 logger = logging.getLogger("sentinel_forwarder")
 
@@ -53,6 +58,9 @@ _SINK_BACKOFF_MAX = 5.0
 _INTERRUPTS = (KeyboardInterrupt, SystemExit)
 
 _NEW, _OPEN, _CLOSING, _CLOSED = range(4)
+
+#: Every live forwarder, so a forked child can give each a fresh state (os.register_at_fork below).
+_forwarders: weakref.WeakSet[BufferingForwarder] = weakref.WeakSet()
 
 Transform = Callable[[AuditEntry], "AuditEntry | None"]
 
@@ -156,7 +164,15 @@ class BufferingForwarder:
         self._min_severity = Severity.parse(min_severity)
         self._transform = transform
         self._name = name
+        self._instruments = instruments_for(meter_provider)
+        self._attrs = ForwarderAttributes(name)
+        #: The thread that runs this forwarder (a BackgroundForwarder sets itself here), if any.
+        self._runner: BackgroundForwarder | None = None
+        self._init_state()
+        _forwarders.add(self)
 
+    def _init_state(self) -> None:
+        """Everything that belongs to one run: buffer, counters, locks, loop objects."""
         self._lock = threading.Lock()
         self._queue: deque[AuditEntry] = deque()
         self._state = _NEW
@@ -174,9 +190,10 @@ class BufferingForwarder:
         self._batches_failed = 0
         self._last_error: str | None = None
         self._sink_failures = 0  # consecutive batches whose send_batch raised
+        self._settled = 0  # rows taken from the buffer and then counted (sent, dropped, unconfirmed)
+        self._flush_target = 0  # cut partial batches until this many rows were taken from the buffer
+        self._flush_waiters: list[tuple[int, anyio.Event]] = []
 
-        self._instruments = instruments_for(meter_provider)
-        self._attrs = ForwarderAttributes(name)
         self._drop_log = DropLog(logger)
         self._errors = ErrorLog(logger)
         self._instruments.observe(self)
@@ -194,6 +211,37 @@ class BufferingForwarder:
         # drain deliver; the forwarder cancels them itself at the drain deadline.
         self._work_scopes: set[anyio.CancelScope] = set()
         self._aborted = False
+
+    # -- fork ------------------------------------------------------------------------------------------
+
+    def _reset_in_fork_child(self) -> None:
+        """In a forked child: an unopened forwarder with the same options, an empty buffer, zero counters and
+        new locks (the parent's buffered rows stay the parent's to send). If it was running in the parent,
+        the child's first ``forward()`` starts it on a thread of the child's own."""
+        was_running = self._state in (_OPEN, _CLOSING)
+        self._init_state()
+        reset = getattr(self._inner, "reset_after_fork", None)
+        if callable(reset):
+            reset()
+        if was_running:
+            self._child_start = threading.Lock()
+            self.forward = self._forward_first_in_child  # type: ignore[method-assign]
+
+    def _forward_first_in_child(self, entry: AuditEntry) -> bool:
+        with self._child_start:
+            if "forward" in self.__dict__:
+                del self.forward  # back to the class's hot path for every later call
+                try:
+                    runner = self._runner
+                    if runner is None:
+                        from ._background import BackgroundForwarder
+
+                        runner = BackgroundForwarder(self)
+                    runner.start_in_fork_child()
+                except Exception as exc:  # no thread to be had: count rows as closed rather than strand them
+                    self._accepting = False
+                    self._errors.error("sentinel-forwarder could not start in a forked child", exc)
+        return self.forward(entry)
 
     # -- the hot path ------------------------------------------------------------------------------------
 
@@ -359,6 +407,41 @@ class BufferingForwarder:
         with anyio.CancelScope(shield=True):
             await self._stopped.wait()
 
+    async def flush(self, timeout: float | None = None) -> int:  # noqa: ASYNC109 (the twin of a sync API)
+        """Deliver what is buffered now, without closing; wait at most *timeout* seconds.
+
+        Partial batches go out at once instead of waiting for ``max_interval``. For jobs that end, tests and
+        task queues; ``BackgroundForwarder.flush`` is the blocking twin.
+
+        :returns: how many of the rows buffered at the call are still pending (0: every one was delivered or
+            counted); the buffer's depth if the forwarder is not running.
+        """
+        with self._lock:
+            target = self._removed + len(self._queue)
+            running = self._state in (_OPEN, _CLOSING) and self._stopped is not None
+        if not running:
+            return 0 if self._state == _CLOSED else len(self._queue)
+        if target <= self._settled:
+            return 0
+        self._flush_target = max(self._flush_target, target)
+        self._set_wakeup()
+        waiter = (target, anyio.Event())
+        self._flush_waiters.append(waiter)
+        try:
+            with anyio.move_on_after(timeout):
+                await waiter[1].wait()
+        finally:
+            with contextlib.suppress(ValueError):
+                self._flush_waiters.remove(waiter)
+        return max(target - self._settled, 0)
+
+    def _settle(self, count: int) -> None:
+        """*count* rows taken from the buffer are now counted; wake the flushes they complete."""
+        self._settled += count
+        for target, event in self._flush_waiters:
+            if self._settled >= target:
+                event.set()
+
     async def _open(self) -> None:
         if self._state != _NEW:
             raise RuntimeError("a BufferingForwarder can be started only once; create a new one")
@@ -368,8 +451,10 @@ class BufferingForwarder:
         except BaseException:
             self._finish()
             raise
+        self._token = (
+            anyio.lowlevel.current_token()
+        )  # before _loop_thread: forward() reads them in that order
         self._loop_thread = threading.get_ident()
-        self._token = anyio.lowlevel.current_token()
         self._wakeup = anyio.Event()
         self._close_requested = anyio.Event()
         self._closing = anyio.Event()
@@ -441,6 +526,7 @@ class BufferingForwarder:
                 left += 1
             self._removed += left
             self._dropped["shutdown_timeout"] += left
+        self._settle(left)
         if left:
             self._on_dropped("shutdown_timeout", left, f"{left} rows were still buffered at close")
         self._instruments.forget(self)
@@ -493,7 +579,7 @@ class BufferingForwarder:
             with self._lock:
                 depth = len(self._queue)
                 closing = not self._accepting
-            if depth >= self._max_batch_size or (depth and closing):
+            if depth >= self._max_batch_size or (depth and (closing or self._removed < self._flush_target)):
                 break
             if not depth and closing:
                 return []
@@ -545,6 +631,7 @@ class BufferingForwarder:
         finally:
             with self._lock:
                 self._batches_in_flight -= 1
+            self._settle(len(batch))
             slots.release()
 
     def _count_lost(self, count: int, reason: DropReason, error: str) -> None:
@@ -660,3 +747,12 @@ def _reconcile(result: Any, count: int) -> SendResult:
         dropped["sink_error"] = dropped.get("sink_error", 0) + left
         errors["sink_error"] = message
     return SendResult(sent, MappingProxyType(dropped), result.error or message, unconfirmed, errors)
+
+
+def _after_fork_in_child() -> None:
+    for forwarder in list(_forwarders):
+        forwarder._reset_in_fork_child()
+
+
+if hasattr(os, "register_at_fork"):  # POSIX
+    os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -7,7 +7,9 @@ __all__ = ["ChainBreak", "HashChain", "record_hash", "verify_chain"]
 import dataclasses
 import hashlib
 import json
+import os
 import threading
+import weakref
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -42,6 +44,7 @@ class HashChain:
     def __init__(self, previous_hash: str = "") -> None:
         self._last = previous_hash
         self._lock = threading.Lock()
+        _chains.add(self)
 
     @property
     def last_hash(self) -> str:
@@ -55,6 +58,18 @@ class HashChain:
             digest = record_hash(linked.to_row())
             self._last = digest
         return dataclasses.replace(linked, hash=digest)
+
+
+_chains: weakref.WeakSet[HashChain] = weakref.WeakSet()
+
+
+def _new_locks_after_fork() -> None:  # a lock another thread held at fork time stays held in the child
+    for chain in list(_chains):
+        chain._lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_new_locks_after_fork)
 
 
 @dataclass(frozen=True)

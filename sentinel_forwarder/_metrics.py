@@ -10,6 +10,7 @@ from __future__ import annotations
 __all__ = ["DropLog", "ErrorLog", "Instruments", "instruments_for"]
 
 import logging
+import os
 import threading
 import time
 import weakref
@@ -82,6 +83,15 @@ class Instruments:
 
 _registry: dict[int, Instruments] = {}
 _registry_lock = threading.Lock()
+
+
+def _new_registry_lock() -> None:  # a lock another thread held at fork time stays held in the child
+    global _registry_lock
+    _registry_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_new_registry_lock)
 
 
 def instruments_for(meter_provider: metrics.MeterProvider | None) -> Instruments:

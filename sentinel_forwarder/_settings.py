@@ -63,6 +63,15 @@ def _verify(text: str) -> bool | str:
     return text
 
 
+def _flag(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("true", "1", "yes", "on"):
+        return True
+    if lowered in ("false", "0", "no", "off"):
+        return False
+    raise ValueError("must be true or false")
+
+
 def _text(text: str) -> str:
     if not text.strip():
         raise ValueError("must not be empty")
@@ -82,6 +91,7 @@ _PARSERS: Mapping[str, Callable[[str], Any]] = {
     "retry_timeout": _positive_float,
     "min_severity": _severity,
     "connection_verify": _verify,
+    "drain_on_sigterm": _flag,
 }
 
 
@@ -101,6 +111,7 @@ class ForwarderSettings:
     retry_timeout: float = 20.0
     min_severity: Severity = Severity.NONE
     connection_verify: bool | str = True
+    drain_on_sigterm: bool = False
 
     @classmethod
     def resolve(
@@ -141,7 +152,7 @@ class ForwarderSettings:
 
 def _check(name: str, value: Any) -> Any:
     """Validate a non-string argument by the same rules as its environment variable."""
-    if name == "connection_verify" and isinstance(value, bool):
+    if name in ("connection_verify", "drain_on_sigterm") and isinstance(value, bool):
         return value
     if name == "min_severity":
         return Severity.parse(value)

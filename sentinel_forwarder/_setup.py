@@ -7,22 +7,18 @@ Starlette is imported only when an app is given.
 
 from __future__ import annotations
 
-__all__ = ["BackgroundForwarder", "add_sentinel_forwarder"]
+__all__ = ["add_sentinel_forwarder"]
 
-import atexit
 import contextlib
 import logging
-import threading
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any, Literal
 
-import anyio
-import anyio.lowlevel
 from azure.core.credentials import TokenCredential
 
 from ._azure import AzureSentinelForwarder
-from ._buffering import BufferingForwarder, ForwarderStatistics, Transform
-from ._entry import AuditEntry
+from ._background import BackgroundForwarder
+from ._buffering import BufferingForwarder, Transform
 from ._protocol import AuditForwarder
 from ._settings import ForwarderSettings
 
@@ -30,85 +26,6 @@ logger = logging.getLogger("sentinel_forwarder")
 
 #: Where the forwarder is kept on a Starlette app: ``request.app.state.sentinel_forwarder``.
 STATE_KEY = "sentinel_forwarder"
-
-
-class BackgroundForwarder:
-    """A :class:`BufferingForwarder` running on its own thread and event loop.
-
-    ``forward()`` is safe from any thread. :meth:`close` (also run at interpreter exit) drains the buffer
-    within the forwarder's ``drain_timeout`` and returns the final statistics.
-
-    :param forwarder: the forwarder to run.
-    :param backend: the event loop of the thread, ``"asyncio"`` or ``"trio"``.
-    """
-
-    def __init__(
-        self, forwarder: BufferingForwarder, *, backend: Literal["asyncio", "trio"] = "asyncio"
-    ) -> None:
-        self.forwarder = forwarder
-        self._backend = backend
-        self._ready = threading.Event()
-        self._done = threading.Event()
-        self._token: anyio.lowlevel.EventLoopToken | None = None
-        self._stop: anyio.Event | None = None
-        #: The exception that ended the thread, if it failed.
-        self.error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="sentinel-forwarder", daemon=True)
-
-    def start(self, *, timeout: float = 30.0) -> BackgroundForwarder:
-        """Start the thread and wait until the forwarder is open.
-
-        :raises RuntimeError: if it did not open within *timeout* seconds, or opening failed (chained).
-        """
-        self._thread.start()
-        if not self._ready.wait(timeout):
-            raise RuntimeError(f"sentinel-forwarder did not start within {timeout} s")
-        if self.error is not None:
-            raise RuntimeError("sentinel-forwarder failed to start") from self.error
-        atexit.register(self.close)
-        return self
-
-    def _run(self) -> None:
-        try:
-            anyio.run(self._main, backend=self._backend)
-        except BaseException as exc:
-            self.error = exc
-            logger.error("sentinel-forwarder background thread failed", exc_info=exc)
-        finally:
-            self._ready.set()
-            self._done.set()
-
-    async def _main(self) -> None:
-        self._token = anyio.lowlevel.current_token()
-        self._stop = anyio.Event()
-        async with self.forwarder:
-            self._ready.set()
-            await self._stop.wait()
-
-    def forward(self, entry: AuditEntry) -> bool:
-        """Offer *entry*; see :meth:`BufferingForwarder.forward`."""
-        return self.forwarder.forward(entry)
-
-    def statistics(self) -> ForwarderStatistics:
-        """The forwarder's counters now."""
-        return self.forwarder.statistics()
-
-    def close(self, timeout: float | None = None) -> ForwarderStatistics:
-        """Drain and stop; idempotent. Waits at most *timeout* seconds (default: ``drain_timeout`` + 10 s).
-
-        Returns the statistics; if the thread did not finish in time, ``queue_depth`` and
-        ``batches_in_flight`` show what was still pending.
-        """
-        with contextlib.suppress(ValueError):
-            atexit.unregister(self.close)
-        token, stop = self._token, self._stop
-        if token is not None and stop is not None and not self._done.is_set():
-            with contextlib.suppress(anyio.RunFinishedError):
-                token.backend_class.run_sync_soon(stop.set, (), token.native_token)
-        wait = self.forwarder.drain_timeout + 10.0 if timeout is None else timeout
-        if self._thread.is_alive() and not self._done.wait(wait):
-            logger.warning("sentinel-forwarder did not finish draining within %.1f s", wait)
-        return self.statistics()
 
 
 def _build(
@@ -164,6 +81,7 @@ def add_sentinel_forwarder(
     min_severity: Any = None,
     connection_verify: bool | str | None = None,
     transform: Transform | None = None,
+    drain_on_sigterm: bool | None = None,
     environ: Mapping[str, str] | None = None,
     backend: Literal["asyncio", "trio"] = "asyncio",
 ) -> Any:
@@ -174,8 +92,11 @@ def add_sentinel_forwarder(
     (docs/configuration.md).
 
     - With a Starlette/FastAPI *app*: the forwarder opens in the app's lifespan, drains at shutdown, and is
-      reachable as ``request.app.state.sentinel_forwarder``. Returns the :class:`BufferingForwarder`.
-    - Without: starts a :class:`BackgroundForwarder` thread that drains at interpreter exit, and returns it.
+      reachable as ``request.app.state.sentinel_forwarder``. Returns the :class:`BufferingForwarder` of the
+      first lifespan; a later lifespan of the same app (a second test client) gets a fresh one, built from
+      the same settings, in ``app.state``.
+    - Without: starts a :class:`BackgroundForwarder` thread that drains at interpreter exit (and when a
+      ``multiprocessing`` child ends), and returns it. In a forked child it starts again on first use.
 
     :param forwarder: a ready-made forwarder. A :class:`BufferingForwarder` is used as it is (its own batching
         options win); any other :class:`AuditForwarder` (your own sink) is wrapped in one built from the
@@ -183,6 +104,8 @@ def add_sentinel_forwarder(
     :param credential: for the Azure sink; ``None`` means ``DefaultAzureCredential``.
     :param transform: see :class:`BufferingForwarder`.
     :param environ: read settings from this mapping instead of ``os.environ``.
+    :param drain_on_sigterm: no-app mode: on SIGTERM, drain, then let the previous handler or the default
+        action run (docs/deployment.md). Off by default.
     :param backend: the background thread's event loop (no-app mode).
     :raises ConfigurationError: at startup, naming a missing or malformed setting.
     """
@@ -201,16 +124,21 @@ def add_sentinel_forwarder(
         retry_timeout=retry_timeout,
         min_severity=min_severity,
         connection_verify=connection_verify,
+        drain_on_sigterm=drain_on_sigterm,
     )
     buffered = _build(settings, credential, forwarder, transform)
     if app is None:
-        return BackgroundForwarder(buffered, backend=backend).start()
-    _attach(app, buffered)
+        return BackgroundForwarder(
+            buffered, backend=backend, drain_on_sigterm=settings.drain_on_sigterm
+        ).start()
+    # A forwarder is one-shot; a later lifespan needs a new one, which only settings can make.
+    rebuild = (lambda: _build(settings, credential, None, transform)) if forwarder is None else None
+    _attach(app, buffered, rebuild)
     return buffered
 
 
-def _attach(app: Any, forwarder: BufferingForwarder) -> None:
-    """Run *forwarder* inside a Starlette app's lifespan, around the app's own lifespan."""
+def _attach(app: Any, first: BufferingForwarder, rebuild: Callable[[], BufferingForwarder] | None) -> None:
+    """Run a forwarder inside each lifespan of a Starlette app, around the app's own lifespan."""
     router = getattr(app, "router", None)
     if router is None or not hasattr(router, "lifespan_context"):
         raise TypeError(
@@ -218,10 +146,21 @@ def _attach(app: Any, forwarder: BufferingForwarder) -> None:
             "for other frameworks call add_sentinel_forwarder() without an app"
         )
     inner = router.lifespan_context
-    setattr(app.state, STATE_KEY, forwarder)
+    setattr(app.state, STATE_KEY, first)
+    unused = [first]
 
     @contextlib.asynccontextmanager
     async def lifespan(the_app: Any) -> AsyncIterator[Any]:
+        if unused:
+            forwarder = unused.pop()
+        elif rebuild is not None:
+            forwarder = rebuild()
+        else:
+            raise RuntimeError(
+                "this app's forwarder= was used by an earlier lifespan, and a forwarder runs once: for an "
+                "app that starts more than once, let add_sentinel_forwarder build the forwarder from settings"
+            )
+        setattr(app.state, STATE_KEY, forwarder)
         async with forwarder, inner(the_app) as state:
             yield state
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 __all__ = ["DaemonWorkers"]
 
 import contextlib
+import logging
 import queue
 import threading
 from collections.abc import Callable
@@ -18,6 +19,7 @@ from typing import Any, TypeVar
 import anyio
 import anyio.lowlevel
 
+logger = logging.getLogger("sentinel_forwarder.azure")
 _T = TypeVar("_T")
 _STOP = None
 
@@ -38,6 +40,7 @@ class DaemonWorkers:
         self._lock = threading.Lock()
         self._started = False
         self._closed = False
+        self._inline = False  # no thread could be started: run calls on the caller's thread
 
     async def run(self, fn: Callable[..., _T], *args: Any, cancel: threading.Event) -> _T:
         """Run ``fn(*args)`` on a worker thread and return its result (or raise its exception).
@@ -74,19 +77,31 @@ class DaemonWorkers:
     def start(self) -> None:
         """Start the threads now (idempotent): at interpreter exit, CPython 3.12 refuses new threads.
 
+        If not even one thread can be started (the interpreter is shutting down), calls run on the caller's
+        thread instead: blocking its loop while the last rows go out beats losing them.
+
         :raises RuntimeError: after :meth:`close`.
         """
         with self._lock:
             if self._closed:
                 raise RuntimeError("the worker threads are closed")
-            if not self._started:
-                self._started = True
-                for i in range(self._size):
+            if self._started:
+                return
+            self._started = True
+            for i in range(self._size):
+                try:
                     threading.Thread(target=self._work, name=f"{self._name}-{i}", daemon=True).start()
+                except RuntimeError:  # "can't create new thread at interpreter shutdown"
+                    self._inline = i == 0
+                    logger.debug("sentinel-forwarder: %d upload threads of %d started", i, self._size)
+                    break
 
     def _submit(self, job: Callable[[], None]) -> None:
         self.start()
-        self._jobs.put(job)
+        if self._inline:
+            job()
+        else:
+            self._jobs.put(job)
 
     def _work(self) -> None:
         while (job := self._jobs.get()) is not _STOP:

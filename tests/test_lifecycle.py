@@ -1,0 +1,170 @@
+"""flush() without closing, close() from the forwarder's own thread, a second lifespan of the same app."""
+
+from __future__ import annotations
+
+import threading
+
+import anyio
+import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
+from starlette.testclient import TestClient
+
+from sentinel_forwarder import (
+    AuditEntry,
+    BackgroundForwarder,
+    BufferingForwarder,
+    ConfigurationError,
+    ForwarderSettings,
+    add_sentinel_forwarder,
+)
+from sentinel_forwarder.emulator import Emulator, EmulatorCredential
+from sentinel_forwarder.testing import RecordingForwarder
+
+FOREVER = 3600.0
+
+
+@pytest.mark.anyio
+async def test_flush_sends_partial_batches_now_and_keeps_the_forwarder_open() -> None:
+    sink = RecordingForwarder()
+    async with BufferingForwarder(sink, max_batch_size=100, max_interval=FOREVER) as fwd:
+        for i in range(7):
+            fwd.forward(AuditEntry(f"r{i}"))
+        with anyio.fail_after(10):
+            assert await fwd.flush() == 0
+        assert len(sink.rows) == 7  # an hour-long interval did not hold them back
+        assert fwd.forward(AuditEntry("after the flush"))
+        with anyio.fail_after(10):
+            assert await fwd.flush() == 0
+        assert len(sink.rows) == 8
+        assert await fwd.flush() == 0  # nothing buffered: returns at once
+
+
+@pytest.mark.anyio
+async def test_flush_reports_what_is_still_pending() -> None:
+    sink = RecordingForwarder()
+    sink.hold()
+    async with BufferingForwarder(sink, max_batch_size=2, drain_timeout=10) as fwd:
+        for i in range(5):
+            fwd.forward(AuditEntry(f"r{i}"))
+        assert await fwd.flush(timeout=0.05) == 5  # the sink holds them: none is accounted yet
+        sink.release()
+        with anyio.fail_after(10):
+            assert await fwd.flush() == 0
+
+
+@pytest.mark.anyio
+async def test_flush_when_not_running() -> None:
+    fwd = BufferingForwarder(RecordingForwarder())
+    fwd.forward(AuditEntry("waiting for the pump"))
+    assert await fwd.flush() == 1  # not started: nothing can deliver it yet
+    async with fwd:
+        pass
+    assert await fwd.flush() == 0
+
+
+def test_background_flush_and_its_own_thread() -> None:
+    sink = RecordingForwarder()
+    bg = BackgroundForwarder(BufferingForwarder(sink, max_interval=FOREVER)).start()
+    try:
+        for i in range(3):
+            bg.forward(AuditEntry(f"r{i}"))
+        assert bg.flush(timeout=10) == 0
+        assert len(sink.rows) == 3
+    finally:
+        bg.close()
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_close_on_the_forwarders_own_thread_does_not_block_its_loop(backend: str) -> None:
+    outcome: list[object] = []
+    holder: list[BackgroundForwarder] = []
+
+    def transform(entry: AuditEntry) -> AuditEntry:
+        if entry.summary == "close from here":
+            outcome.append(holder[0].close())  # on the loop's own thread: starts the close, returns
+            try:
+                holder[0].flush()
+            except RuntimeError as exc:
+                outcome.append(exc)
+        return entry
+
+    sink = RecordingForwarder()
+    bg = BackgroundForwarder(
+        BufferingForwarder(sink, max_batch_size=1, drain_timeout=30, transform=transform), backend=backend
+    )
+    holder.append(bg)
+    bg.start()
+    bg.forward(AuditEntry("close from here"))
+    assert bg._done.wait(10), "the loop stalled: close() blocked its own thread"
+    assert len(outcome) == 2 and isinstance(outcome[1], RuntimeError)
+    assert [e.summary for e in sink.rows] == ["close from here"]
+
+
+def test_a_second_lifespan_of_the_same_app_works(emu: Emulator) -> None:
+    async def audit(request: Request) -> PlainTextResponse:
+        request.app.state.sentinel_forwarder.forward(AuditEntry("req"))
+        return PlainTextResponse("ok")
+
+    app = Starlette(routes=[Route("/", audit)])
+    first = add_sentinel_forwarder(
+        app, endpoint=emu.endpoint, rule_id=emu.rule_id, credential=EmulatorCredential(), environ={}
+    )
+    for _ in range(2):  # two test clients, or a server that restarts its lifespan
+        with TestClient(app) as client:
+            assert client.get("/").text == "ok"
+    assert emu.count(emu.table) == 2
+    assert first.statistics().sent == 1
+    assert app.state.sentinel_forwarder is not first
+    assert app.state.sentinel_forwarder.statistics().sent == 1
+
+
+def test_a_given_forwarder_cannot_serve_a_second_lifespan() -> None:
+    app = Starlette(routes=[])
+    add_sentinel_forwarder(app, forwarder=BufferingForwarder(RecordingForwarder()), environ={})
+    with TestClient(app):
+        pass
+    with pytest.raises(RuntimeError, match="let add_sentinel_forwarder build the forwarder"), TestClient(app):
+        pass
+
+
+def test_drain_on_sigterm_setting() -> None:
+    env = {"SENTINEL_FORWARDER_DRAIN_ON_SIGTERM": "true"}
+    assert ForwarderSettings.resolve(env, require_endpoint=False).drain_on_sigterm is True
+    assert ForwarderSettings.resolve({}, require_endpoint=False).drain_on_sigterm is False
+    with pytest.raises(ConfigurationError, match="SENTINEL_FORWARDER_DRAIN_ON_SIGTERM"):
+        ForwarderSettings.resolve({"SENTINEL_FORWARDER_DRAIN_ON_SIGTERM": "maybe"}, require_endpoint=False)
+
+
+def test_sigterm_handler_needs_the_main_thread(caplog: pytest.LogCaptureFixture) -> None:
+    result: list[BackgroundForwarder] = []
+
+    def start() -> None:
+        result.append(
+            BackgroundForwarder(BufferingForwarder(RecordingForwarder()), drain_on_sigterm=True).start()
+        )
+
+    t = threading.Thread(target=start)
+    t.start()
+    t.join(30)
+    result[0].close()
+    assert any("needs the main thread" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.anyio
+async def test_uploads_run_inline_when_no_thread_can_be_started(monkeypatch: pytest.MonkeyPatch) -> None:
+    from sentinel_forwarder._workers import DaemonWorkers
+
+    def refuse(self: threading.Thread) -> None:
+        raise RuntimeError("can't create new thread at interpreter shutdown")  # what CPython 3.12 says
+
+    workers = DaemonWorkers(2, name="test")
+    monkeypatch.setattr(threading.Thread, "start", refuse)
+    ran_on: list[int] = []
+    assert (
+        await workers.run(lambda: ran_on.append(threading.get_ident()) or 42, cancel=threading.Event()) == 42
+    )
+    assert ran_on == [threading.get_ident()]
+    workers.close()
