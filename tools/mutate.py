@@ -235,6 +235,61 @@ MUTANTS = [
         "            except (TypeError, ValueError, IndexError, OverflowError):\n                continue",
         "            except OverflowError:\n                continue",
     ),
+    # -- process models (issue 8) ------------------------------------------------------------------------
+    Mutant(
+        "fork child starts on first use",
+        f"{PKG}/_buffering.py",
+        "            self.forward = self._forward_first_in_child  # type: ignore[method-assign]",
+        "            pass",
+    ),
+    Mutant(
+        "fork child gets a fresh state",
+        f"{PKG}/_buffering.py",
+        "        was_running = self._state in (_OPEN, _CLOSING)\n        self._init_state()",
+        "        was_running = self._state in (_OPEN, _CLOSING)\n        self._state = _NEW",
+    ),
+    Mutant(
+        "fork child resets the sink",
+        f"{PKG}/_buffering.py",
+        "        if callable(reset):\n            reset()",
+        "        if False:\n            reset()",
+    ),
+    Mutant(
+        "multiprocessing children drain at their end",
+        f"{PKG}/_background.py",
+        "            util.register_after_fork(self, _finalize_in_child)",
+        "            pass",
+    ),
+    Mutant(
+        "drain on SIGTERM",
+        f"{PKG}/_background.py",
+        "        if self._drain_on_sigterm:\n            self._install_sigterm()",
+        "        if False:\n            self._install_sigterm()",
+    ),
+    Mutant(
+        "close on its own thread does not wait",
+        f"{PKG}/_background.py",
+        "                stop.set()\n                return self.statistics()",
+        "                stop.set()",
+    ),
+    Mutant(
+        "flush cuts partial batches",
+        f"{PKG}/_buffering.py",
+        "(closing or self._removed < self._flush_target)",
+        "(closing)",
+    ),
+    Mutant(
+        "uploads inline when no thread can start",
+        f"{PKG}/_workers.py",
+        "                    self._inline = i == 0",
+        "                    self._inline = False",
+    ),
+    Mutant(
+        "a second lifespan gets a fresh forwarder",
+        f"{PKG}/_setup.py",
+        "        elif rebuild is not None:\n            forwarder = rebuild()",
+        "        elif rebuild is not None:\n            forwarder = first",
+    ),
     # -- the emulator's admin guard --------------------------------------------------------------------
     Mutant(
         "emulator admin Host check",

@@ -137,59 +137,52 @@ def test_children_deliver_everything_once(emu: Emulator, mode: str) -> None:
 # -- servers -----------------------------------------------------------------------------------------------
 
 
-def send_requests(socket_path: Path, n: int) -> None:
+def serve_then_stop(
+    emu: Emulator,
+    process: list[subprocess.Popen[str]],
+    command: list[str],
+    *,
+    ready: str,
+    on_stderr: bool,
+    socket_path: Path,
+    requests: int = 40,
+) -> None:
+    """Start a server with two workers, wait until both say *ready*, send requests, stop it with SIGTERM."""
+    p = subprocess.Popen(
+        [sys.executable, "-m", *command],
+        cwd=APPS,
+        env=env_for(emu),
+        stdout=subprocess.DEVNULL if on_stderr else subprocess.PIPE,
+        stderr=subprocess.PIPE if on_stderr else subprocess.DEVNULL,
+        text=True,
+    )
+    process.append(p)
+    stream = p.stderr if on_stderr else p.stdout
+    assert stream is not None
+    Lines(stream).wait_for(ready, count=2)
     with httpx.Client(transport=httpx.HTTPTransport(uds=str(socket_path)), timeout=BOUND) as client:
-        for _ in range(n):
+        for _ in range(requests):
             assert client.get("http://app/").text == "audited\n"
+    p.send_signal(signal.SIGTERM)
+    assert p.wait(BOUND) == 0
+    assert landed(emu) == requests
 
 
 @pytest.mark.parametrize("preload", [False, True], ids=["plain", "preload"])
 def test_gunicorn_sync_workers(
     emu: Emulator, preload: bool, tmp_path: Path, process: list[subprocess.Popen[str]]
 ) -> None:
+    # A graceful stop: each worker leaves through sys.exit, so atexit drains it.
     sock = tmp_path / "gunicorn.sock"
-    command = [
-        sys.executable,
-        "-m",
-        "gunicorn",
-        "-w",
-        "2",
-        "--bind",
-        f"unix:{sock}",
-        "-c",
-        "gunicorn_conf.py",
-    ]
-    p = subprocess.Popen(
-        [*command, *(["--preload"] if preload else []), "wsgi_app:app"],
-        cwd=APPS,
-        env=env_for(emu),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    process.append(p)
-    assert p.stdout is not None
-    Lines(p.stdout).wait_for("WORKER READY", count=2)
-    send_requests(sock, 40)
-    p.send_signal(signal.SIGTERM)  # graceful: each worker leaves through sys.exit, so atexit drains it
-    assert p.wait(BOUND) == 0
-    assert landed(emu) == 40
+    command = ["gunicorn", "-w", "2", "--bind", f"unix:{sock}", "-c", "gunicorn_conf.py"]
+    command += [*(["--preload"] if preload else []), "wsgi_app:app"]
+    serve_then_stop(emu, process, command, ready="WORKER READY", on_stderr=False, socket_path=sock)
 
 
 def test_uvicorn_two_workers(emu: Emulator, tmp_path: Path, process: list[subprocess.Popen[str]]) -> None:
+    # The workers shut down: each lifespan drains its forwarder.
     sock = tmp_path / "uvicorn.sock"
-    p = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "asgi_app:app", "--workers", "2", "--uds", str(sock)],
-        cwd=APPS,
-        env=env_for(emu),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
+    command = ["uvicorn", "asgi_app:app", "--workers", "2", "--uds", str(sock)]
+    serve_then_stop(
+        emu, process, command, ready="Application startup complete", on_stderr=True, socket_path=sock
     )
-    process.append(p)
-    assert p.stderr is not None
-    Lines(p.stderr).wait_for("Application startup complete", count=2)
-    send_requests(sock, 40)
-    p.send_signal(signal.SIGTERM)  # the workers shut down: each lifespan drains its forwarder
-    assert p.wait(BOUND) == 0
-    assert landed(emu) == 40
