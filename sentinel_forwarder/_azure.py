@@ -311,12 +311,14 @@ class AzureSentinelForwarder(AuditSink):
         try:
             client.upload(self.rule_id, self.stream_name, io.BytesIO(body), **kwargs)
         except UnreachableError as exc:
-            return self._drop("unreachable", count, f"{exc.message} (not retried: it cannot heal by itself)")
+            text = f"{exc.message} (not retried: it cannot heal by itself)"
+            return self._failed("unreachable", count, record, text)
         except TokenError as exc:
-            return self._drop("credential_error", count, record.explain() if exc.transient else exc.message)
+            text = record.explain() if exc.transient else exc.message
+            return self._failed("credential_error", count, record, text)
         except ClientAuthenticationError as exc:
             if exc.response is None:
-                return self._drop("credential_error", count, f"no access token: {_message(exc)}")
+                return self._failed("credential_error", count, record, f"no access token: {_message(exc)}")
             return self._classify(exc, count, record)
         except HttpResponseError as exc:
             return self._classify(exc, count, record)

@@ -64,6 +64,8 @@ class BackgroundForwarder:
         self._backend = backend
         self._drain_on_sigterm = drain_on_sigterm
         self._previous_sigterm: Any = None
+        self._sigterm_drain: threading.Thread | None = None
+        self._sigterm_drained = False
         self._fresh_thread()
         forwarder._runner = self  # in a forked child, the forwarder restarts this runner on first use
 
@@ -91,9 +93,12 @@ class BackgroundForwarder:
             self._install_sigterm()
         return self
 
-    def start_in_fork_child(self) -> None:
-        """Start again in a forked child, without waiting: called on the child's first ``forward()``."""
+    def reset_in_fork_child(self) -> None:
+        """In a forked child (called by the forwarder's fork hook): forget the parent's thread and loop."""
         self._fresh_thread()
+
+    def start_in_fork_child(self) -> None:
+        """Start in a forked child, without waiting: called when the child's first row arrives."""
         self._thread.start()
         self._register_exits()
 
@@ -116,7 +121,26 @@ class BackgroundForwarder:
         self._previous_sigterm = signal.signal(signal.SIGTERM, self._on_sigterm)
 
     def _on_sigterm(self, signum: int, frame: FrameType | None) -> None:
-        self.close()
+        # The main thread was interrupted anywhere, perhaps holding a lock the drain needs: do not wait
+        # here. A helper thread drains, then sends SIGTERM again; that second delivery passes it on.
+        if self._sigterm_drained:
+            self._pass_sigterm_on(signum, frame)
+        elif self._sigterm_drain is None:
+            self._sigterm_drain = threading.Thread(target=self._drain_then_resignal, daemon=True)
+            try:
+                self._sigterm_drain.start()
+            except RuntimeError:  # no new thread at interpreter shutdown: pass it on undrained
+                self._sigterm_drained = True
+                self._pass_sigterm_on(signum, frame)
+
+    def _drain_then_resignal(self) -> None:
+        try:
+            self.close()
+        finally:
+            self._sigterm_drained = True
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    def _pass_sigterm_on(self, signum: int, frame: FrameType | None) -> None:
         previous = self._previous_sigterm
         if callable(previous):
             previous(signum, frame)

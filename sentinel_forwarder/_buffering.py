@@ -190,9 +190,12 @@ class BufferingForwarder:
         self._batches_failed = 0
         self._last_error: str | None = None
         self._sink_failures = 0  # consecutive batches whose send_batch raised
-        self._settled = 0  # rows taken from the buffer and then counted (sent, dropped, unconfirmed)
+        # Where each batch in flight starts, counted in rows taken from the buffer: every row before the
+        # smallest of them (or before _removed, if none is in flight) has been counted. flush() waits on it.
+        self._in_flight_starts: set[int] = set()
         self._flush_target = 0  # cut partial batches until this many rows were taken from the buffer
         self._flush_waiters: list[tuple[int, anyio.Event]] = []
+        self._start_in_child = False  # a forked child's forwarder starts its own thread on the first row
 
         self._drop_log = DropLog(logger)
         self._errors = ErrorLog(logger)
@@ -218,30 +221,33 @@ class BufferingForwarder:
         """In a forked child: an unopened forwarder with the same options, an empty buffer, zero counters and
         new locks (the parent's buffered rows stay the parent's to send). If it was running in the parent,
         the child's first ``forward()`` starts it on a thread of the child's own."""
-        was_running = self._state in (_OPEN, _CLOSING)
+        state = self._state
         self._init_state()
         reset = getattr(self._inner, "reset_after_fork", None)
         if callable(reset):
             reset()
-        if was_running:
-            self._child_start = threading.Lock()
-            self.forward = self._forward_first_in_child  # type: ignore[method-assign]
+        if self._runner is not None:
+            self._runner.reset_in_fork_child()
+        if state == _CLOSED:  # closed in the parent: closed in the child too (rows count as "closed")
+            self._state, self._accepting = _CLOSED, False
+        elif state != _NEW:
+            self._start_in_child = True  # _wake() starts it: the child's first row always wakes the pump
 
-    def _forward_first_in_child(self, entry: AuditEntry) -> bool:
-        with self._child_start:
-            if "forward" in self.__dict__:
-                del self.forward  # back to the class's hot path for every later call
-                try:
-                    runner = self._runner
-                    if runner is None:
-                        from ._background import BackgroundForwarder
+    def _start_fork_child(self) -> None:
+        with self._lock:
+            if not self._start_in_child:
+                return
+            self._start_in_child = False
+        try:
+            runner = self._runner
+            if runner is None:
+                from ._background import BackgroundForwarder
 
-                        runner = BackgroundForwarder(self)
-                    runner.start_in_fork_child()
-                except Exception as exc:  # no thread to be had: count rows as closed rather than strand them
-                    self._accepting = False
-                    self._errors.error("sentinel-forwarder could not start in a forked child", exc)
-        return self.forward(entry)
+                runner = BackgroundForwarder(self)
+            runner.start_in_fork_child()
+        except Exception as exc:  # no thread to be had: count rows as closed rather than strand them
+            self._accepting = False
+            self._errors.error("sentinel-forwarder could not start in a forked child", exc)
 
     # -- the hot path ------------------------------------------------------------------------------------
 
@@ -283,6 +289,8 @@ class BufferingForwarder:
     def _wake(self) -> None:
         """Wake the pump: directly on its thread, through the loop's thread-safe queue from others."""
         if self._loop_thread is None:
+            if self._start_in_child:
+                self._start_fork_child()
             return  # not started: the pump looks at the queue when it starts
         if threading.get_ident() == self._loop_thread:
             self._set_wakeup()
@@ -297,8 +305,11 @@ class BufferingForwarder:
             self._wakeup.set()
 
     def _on_dropped(self, reason: DropReason, count: int, detail: str | None) -> None:
-        self._instruments.dropped.add(count, self._attrs.by_reason[reason])
-        self._drop_log.record(reason, count, detail)
+        # Metrics and logging belong to the application (its exporters, handlers, filters). If they fail, the
+        # count already taken stands, and forward() must not raise: their failure is not ours to report.
+        with contextlib.suppress(Exception):
+            self._instruments.dropped.add(count, self._attrs.by_reason[reason])
+            self._drop_log.record(reason, count, detail)
 
     # -- AuditForwarder ----------------------------------------------------------------------------------
 
@@ -358,7 +369,9 @@ class BufferingForwarder:
         host = anyio.create_task_group()
         await host.__aenter__()
         self._host = host
-        await host.start(self._serve)
+        # start_soon, not start: nothing here may be cancelled, or the host task group would be left open
+        # inside the caller's scopes. Rows are buffered from now on; the pump picks them up when it runs.
+        host.start_soon(self._serve, name="sentinel_forwarder serve")
         return self
 
     async def __aexit__(
@@ -378,7 +391,13 @@ class BufferingForwarder:
             if host is not None:
                 # The pump has stopped, so the task group is empty. The body's exception is not passed on: it
                 # is the application's, and it propagates as raised (not wrapped in an exception group).
-                await host.__aexit__(None, None, None)
+                try:
+                    await host.__aexit__(None, None, None)
+                except anyio.get_cancelled_exc_class():
+                    if exc_val is None:
+                        raise
+                    # The surrounding scope is cancelled, and the body raised: its exception wins, as it
+                    # would without the forwarder (the cancellation is delivered again at the next await).
         return None
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
@@ -402,7 +421,7 @@ class BufferingForwarder:
         if self._close_requested is None or self._stopped is None:
             if self._state == _NEW:
                 self._finish()  # never opened: rows buffered before are lost
-            return  # never opened, or opening failed (already counted)
+            return
         self._close_requested.set()
         with anyio.CancelScope(shield=True):
             await self._stopped.wait()
@@ -421,7 +440,7 @@ class BufferingForwarder:
             running = self._state in (_OPEN, _CLOSING) and self._stopped is not None
         if not running:
             return 0 if self._state == _CLOSED else len(self._queue)
-        if target <= self._settled:
+        if target <= self._counted_through():
             return 0
         self._flush_target = max(self._flush_target, target)
         self._set_wakeup()
@@ -433,33 +452,41 @@ class BufferingForwarder:
         finally:
             with contextlib.suppress(ValueError):
                 self._flush_waiters.remove(waiter)
-        return max(target - self._settled, 0)
+        return max(target - self._counted_through(), 0)
 
-    def _settle(self, count: int) -> None:
-        """*count* rows taken from the buffer are now counted; wake the flushes they complete."""
-        self._settled += count
+    def _counted_through(self) -> int:
+        """How many rows taken from the buffer, in order, are all counted (batches finish out of order)."""
+        with self._lock:
+            return min(self._in_flight_starts, default=self._removed)
+
+    def _settle(self, start: int | None) -> None:
+        """The batch taken from the buffer at *start* is counted; wake the flushes that are complete."""
+        with self._lock:
+            self._in_flight_starts.discard(start)
+        done = self._counted_through()
         for target, event in self._flush_waiters:
-            if self._settled >= target:
+            if done >= target:
                 event.set()
 
     async def _open(self) -> None:
         if self._state != _NEW:
             raise RuntimeError("a BufferingForwarder can be started only once; create a new one")
         self._state = _OPEN  # claimed: a second start fails even while the sink is opening
-        try:
-            await self._inner.__aenter__()
-        except BaseException:
-            self._finish()
-            raise
-        self._token = (
-            anyio.lowlevel.current_token()
-        )  # before _loop_thread: forward() reads them in that order
-        self._loop_thread = threading.get_ident()
+        # Before the sink opens, so aclose() from another task meanwhile is heard.
         self._wakeup = anyio.Event()
         self._close_requested = anyio.Event()
         self._closing = anyio.Event()
         self._drained = anyio.Event()
         self._stopped = anyio.Event()
+        try:
+            await self._inner.__aenter__()
+        except BaseException:
+            self._finish()
+            self._stopped.set()
+            raise
+        # _token before _loop_thread: forward() on another thread reads them in that order.
+        self._token = anyio.lowlevel.current_token()
+        self._loop_thread = threading.get_ident()
 
     async def _serve(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Pump until asked to close or cancelled; then drain under the deadline, shielded."""
@@ -526,7 +553,7 @@ class BufferingForwarder:
                 left += 1
             self._removed += left
             self._dropped["shutdown_timeout"] += left
-        self._settle(left)
+        self._settle(None)
         if left:
             self._on_dropped("shutdown_timeout", left, f"{left} rows were still buffered at close")
         self._instruments.forget(self)
@@ -549,12 +576,13 @@ class BufferingForwarder:
                         self._errors.error("sentinel-forwarder: the pump failed; it goes on", exc)
                         await self._pause(_SINK_BACKOFF_MAX)
                         continue
-                    if not batch:
+                    if batch is None:
                         slots.release()
                         break
                     with self._lock:
                         self._batches_in_flight += 1
-                    tg.start_soon(self._deliver, batch, slots)
+                    start, rows = batch
+                    tg.start_soon(self._deliver, rows, start, slots)
                 for _ in range(self._max_in_flight):
                     await slots.acquire()
         finally:
@@ -571,7 +599,7 @@ class BufferingForwarder:
         with anyio.move_on_after(seconds):
             await self._closing.wait()
 
-    async def _next_batch(self) -> list[AuditEntry]:
+    async def _next_batch(self) -> tuple[int, list[AuditEntry]] | None:
         """Wait for a batch: full, ``max_interval`` after its first row, or what is left when closing."""
         deadline: float | None = None
         while True:
@@ -582,7 +610,7 @@ class BufferingForwarder:
             if depth >= self._max_batch_size or (depth and (closing or self._removed < self._flush_target)):
                 break
             if not depth and closing:
-                return []
+                return None
             if depth and deadline is None:
                 deadline = anyio.current_time() + self._max_interval
             # Idle, wait at most max_interval too: threads racing in forward() can skip the depth == 1
@@ -596,10 +624,12 @@ class BufferingForwarder:
                 await event.wait()
         with self._lock:
             n = min(len(self._queue), self._max_batch_size)
+            start = self._removed
             self._removed += n
-            return [self._queue.popleft() for _ in range(n)]
+            self._in_flight_starts.add(start)
+            return start, [self._queue.popleft() for _ in range(n)]
 
-    async def _deliver(self, batch: list[AuditEntry], slots: anyio.Semaphore) -> None:
+    async def _deliver(self, batch: list[AuditEntry], start: int, slots: anyio.Semaphore) -> None:
         pending = len(batch)  # rows of this batch not yet counted anywhere
         handed = False  # whether the sink has them (then their fate is unknown if we give up)
         try:
@@ -613,8 +643,10 @@ class BufferingForwarder:
                     started = time.perf_counter()
                     handed = True
                     result = _reconcile(await self._inner.send_batch(rows), len(rows))
-                    self._account(result, time.perf_counter() - started)
+                    self._account(result)
+                    pending = 0  # counted: nothing below may count these rows again
                     self._sink_failures = 0
+                    self._report(result, time.perf_counter() - started)
                 pending = 0
             if pending:  # cancelled by _abort(): the drain deadline passed
                 if handed:
@@ -626,12 +658,14 @@ class BufferingForwarder:
             self._sink_failures += 1
             self._count_lost(pending, "sink_error", f"the sink raised {type(exc).__name__}: {exc}")
             self._errors.error("sentinel-forwarder: the sink raised; its batch is dropped (sink_error)", exc)
-            if isinstance(exc, _INTERRUPTS):
+            # An interrupt stops the program only from the main thread; on a background forwarder's own
+            # thread, re-raising it would only stop forwarding for the rest of the process.
+            if isinstance(exc, _INTERRUPTS) and threading.current_thread() is threading.main_thread():
                 raise
         finally:
             with self._lock:
                 self._batches_in_flight -= 1
-            self._settle(len(batch))
+            self._settle(start)
             slots.release()
 
     def _count_lost(self, count: int, reason: DropReason, error: str) -> None:
@@ -652,8 +686,9 @@ class BufferingForwarder:
         self._on_unconfirmed(count, error)
 
     def _on_unconfirmed(self, count: int, detail: str | None) -> None:
-        self._instruments.unconfirmed.add(count, self._attrs.base)
-        self._drop_log.record("unconfirmed", count, detail)
+        with contextlib.suppress(Exception):  # see _on_dropped
+            self._instruments.unconfirmed.add(count, self._attrs.base)
+            self._drop_log.record("unconfirmed", count, detail)
 
     def _apply_transform(self, batch: list[AuditEntry]) -> tuple[list[AuditEntry], int]:
         """Run the user's transform on each row; a row it fails on is dropped alone. -> (rows, filtered)"""
@@ -687,7 +722,8 @@ class BufferingForwarder:
             self._on_dropped("transform_error", failed, detail)
         return rows, filtered
 
-    def _account(self, result: SendResult, elapsed: float) -> None:
+    def _account(self, result: SendResult) -> None:
+        """Count a batch's result (under the lock, nothing that can fail)."""
         dropped = {r: n for r, n in result.dropped.items() if n}
         with self._lock:
             self._sent += result.sent
@@ -700,17 +736,22 @@ class BufferingForwarder:
                     self._last_error = result.error
             else:
                 self._batches_sent += 1
-        inst, attrs = self._instruments, self._attrs
-        if result.sent:
-            inst.sent.add(result.sent, attrs.base)
+
+    def _report(self, result: SendResult, elapsed: float) -> None:
+        """Metrics and logs for a counted batch; their failures are the application's (see _on_dropped)."""
+        dropped = {r: n for r, n in result.dropped.items() if n}
         if result.unconfirmed:
             self._on_unconfirmed(result.unconfirmed, result.error)
-        failed = dropped or result.unconfirmed
-        outcome = "success" if not failed else ("partial" if result.sent else "failure")
-        inst.batches.add(1, attrs.by_outcome[outcome])
-        inst.duration.record(elapsed, attrs.base)
         for reason, n in dropped.items():
             self._on_dropped(reason, n, result.error_for(reason))
+        with contextlib.suppress(Exception):
+            inst, attrs = self._instruments, self._attrs
+            if result.sent:
+                inst.sent.add(result.sent, attrs.base)
+            failed = dropped or result.unconfirmed
+            outcome = "success" if not failed else ("partial" if result.sent else "failure")
+            inst.batches.add(1, attrs.by_outcome[outcome])
+            inst.duration.record(elapsed, attrs.base)
 
 
 def _reconcile(result: Any, count: int) -> SendResult:

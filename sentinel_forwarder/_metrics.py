@@ -9,6 +9,7 @@ from __future__ import annotations
 
 __all__ = ["DropLog", "ErrorLog", "Instruments", "instruments_for"]
 
+import contextlib
 import logging
 import os
 import threading
@@ -197,7 +198,10 @@ class DropLog:
             what = f"sentinel-forwarder sent {rows} without knowing whether they landed (unconfirmed)"
         else:
             what = f"sentinel-forwarder dropped {rows} (reason={reason})"
-        self._logger.warning("%s%s", what, f": {detail}" if detail else "")
+        # The application's handlers and filters run here; if one raises, the count stands and the
+        # forwarder goes on (the metric still carries it).
+        with contextlib.suppress(Exception):
+            self._logger.warning("%s%s", what, f": {detail}" if detail else "")
 
 
 class ErrorLog:
@@ -231,4 +235,5 @@ class ErrorLog:
             self._next_at = now + self._interval
             held, self._held = self._held, 0
         more = f" ({held} more since the last such line)" if held else ""
-        self._logger.error("%s%s", message, more, exc_info=exc)
+        with contextlib.suppress(Exception):  # see DropLog._emit
+            self._logger.error("%s%s", message, more, exc_info=exc)

@@ -58,6 +58,8 @@ RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 RECORD_OPTION = "sentinel_forwarder_record"
 DEADLINE_OPTION = "sentinel_forwarder_deadline"
 _MIN_TIMEOUT = 0.001  # a socket timeout of 0 would mean non-blocking
+#: A retry is made only if at least this long (or a tenth of the budget, if less) is left for it.
+_MIN_ATTEMPT = 0.5
 
 
 @dataclass
@@ -251,6 +253,7 @@ class IngestionRetryPolicy(RetryPolicy):  # type: ignore[type-arg]
         self._clock = clock
         self._rng = rng
         self._sleep = sleep or (lambda seconds, cancel: cancel.wait(seconds))
+        self._min_attempt = min(_MIN_ATTEMPT, budget / 10)
 
     def backoff_for(self, retry: int) -> float:
         """Seconds before retry number *retry* (1-based) when the service did not say: full jitter."""
@@ -301,7 +304,9 @@ class IngestionRetryPolicy(RetryPolicy):  # type: ignore[type-arg]
             asked = parse_retry_after(response.http_response.headers) if response is not None else None
             wait = self.backoff_for(retry) if asked is None else asked
             left = deadline - self._clock()
-            if wait >= left:
+            # An attempt needs time to be worth making: one cut to a few milliseconds would only time out
+            # (and, once sent, leave its rows unconfirmed instead of plainly not delivered).
+            if wait + self._min_attempt > left:
                 left = max(left, 0)
                 record.stopped = (
                     f"the service asked to retry after {asked:g} s, more than the {left:.1f} s left of the "

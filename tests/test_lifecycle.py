@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 import anyio
 import pytest
@@ -170,3 +171,149 @@ async def test_uploads_run_inline_when_no_thread_can_be_started(monkeypatch: pyt
     assert result == 42
     assert ran_on == [threading.get_ident()]
     workers.close()
+
+
+# -- found in review: each of these failed before its fix ------------------------------------------------
+
+
+def test_the_sigterm_handler_never_waits_on_a_lock_the_main_thread_may_hold() -> None:
+    import signal
+
+    passed_on = threading.Event()
+    sink = RecordingForwarder()
+    fwd = BufferingForwarder(sink, max_interval=FOREVER)
+    bg = BackgroundForwarder(fwd, drain_on_sigterm=True)
+    original = signal.getsignal(signal.SIGTERM)
+    signal.signal(signal.SIGTERM, lambda signum, frame: passed_on.set())  # the "previous handler"
+    try:
+        bg.start()  # installs its handler on top of the one above
+        bg.forward(AuditEntry("buffered"))
+        with fwd._lock:  # the signal lands while the main thread holds the forwarder's lock
+            bg._on_sigterm(signal.SIGTERM, None)  # returns at once: a helper thread drains
+        assert passed_on.wait(30), "the previous handler never ran"
+        assert [e.summary for e in sink.rows] == ["buffered"]  # drained before it was passed on
+    finally:
+        signal.signal(signal.SIGTERM, original)
+
+
+@pytest.mark.anyio
+async def test_entering_inside_a_cancelled_scope_leaves_the_scopes_intact() -> None:
+    sink = RecordingForwarder()
+    with anyio.CancelScope() as scope:
+        scope.cancel()
+        async with BufferingForwarder(sink) as fwd:
+            fwd.forward(AuditEntry("x"))
+    async with anyio.create_task_group():  # the task's cancel scope stack is still sound
+        pass
+    assert len(sink.rows) == 1
+
+
+@pytest.mark.anyio
+async def test_the_body_exception_wins_over_a_cancelled_surrounding_scope() -> None:
+    sink = RecordingForwarder()
+    with pytest.raises(ValueError, match="the body's"), anyio.CancelScope() as scope:
+        async with BufferingForwarder(sink) as fwd:
+            fwd.forward(AuditEntry("x"))
+            scope.cancel()
+            raise ValueError("the body's")
+    assert len(sink.rows) == 1
+
+
+@pytest.mark.anyio
+async def test_aclose_while_the_sink_is_still_opening() -> None:
+    opened = anyio.Event()
+
+    class SlowToOpen(RecordingForwarder):
+        async def __aenter__(self) -> SlowToOpen:
+            await opened.wait()
+            return self
+
+    fwd = BufferingForwarder(SlowToOpen())
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(fwd.run)
+            await anyio.wait_all_tasks_blocked()  # run() waits for the sink to open
+            tg.start_soon(fwd.aclose)
+            await anyio.wait_all_tasks_blocked()
+            opened.set()  # once open, the close requested meanwhile is carried out
+    assert fwd.forward(AuditEntry("late")) is False
+
+
+@pytest.mark.anyio
+async def test_flush_waits_for_an_older_batch_that_finishes_last() -> None:
+    gate = anyio.Event()
+
+    class HoldsTheFirst(RecordingForwarder):
+        async def send_batch(self, entries: Any, /) -> Any:
+            if not self.batches and not gate.is_set() and entries[0].summary == "r0":
+                await gate.wait()
+            return await super().send_batch(entries)
+
+    sink = HoldsTheFirst()
+    results: list[int] = []
+    async with BufferingForwarder(
+        sink, max_batch_size=2, max_batches_in_flight=3, max_interval=FOREVER
+    ) as fwd:
+        for i in range(4):
+            fwd.forward(AuditEntry(f"r{i}"))
+        await anyio.wait_all_tasks_blocked()
+
+        async def flush() -> None:
+            results.append(await fwd.flush())
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(flush)
+            await anyio.wait_all_tasks_blocked()
+            for i in range(4, 6):  # a later batch finishes while the first is still held
+                fwd.forward(AuditEntry(f"r{i}"))
+            await anyio.wait_all_tasks_blocked()
+            assert results == [], "flush() returned while its oldest batch was still in flight"
+            gate.set()
+        assert results == [0]
+
+
+@pytest.mark.anyio
+async def test_a_raising_log_filter_neither_double_counts_nor_escapes_forward() -> None:
+    import logging
+
+    class Broken(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            raise RuntimeError("a broken filter of the application's")
+
+    log = logging.getLogger("sentinel_forwarder")
+    broken = Broken()
+    log.addFilter(broken)
+    try:
+        sink = RecordingForwarder()
+        sink.fail_next(1, "rejected", "(Bad) row")
+        fwd = BufferingForwarder(sink, capacity=2, max_batch_size=2)
+        results = [fwd.forward(AuditEntry(f"r{i}")) for i in range(4)]  # two dropped: the log raises
+        assert results == [True, True, False, False]
+        async with fwd:
+            pass
+    finally:
+        log.removeFilter(broken)
+    stats = fwd.statistics()
+    assert stats.dropped == {"queue_full": 2, "rejected": 2}
+    assert stats.offered == stats.sent + stats.filtered + stats.dropped_total + stats.unconfirmed
+
+
+@pytest.mark.parametrize("exc", [SystemExit(3), KeyboardInterrupt()], ids=lambda e: type(e).__name__)
+def test_an_interrupt_on_the_background_thread_does_not_end_forwarding(exc: BaseException) -> None:
+    def transform(entry: AuditEntry) -> AuditEntry:
+        if entry.summary == "interrupt":
+            raise exc
+        return entry
+
+    sink = RecordingForwarder()
+    bg = BackgroundForwarder(BufferingForwarder(sink, max_batch_size=1, transform=transform)).start()
+    try:
+        bg.forward(AuditEntry("interrupt"))
+        bg.forward(AuditEntry("after"))
+        assert bg.flush(timeout=30) == 0
+        assert bg.forward(AuditEntry("still open"))
+    finally:
+        stats = bg.close()
+    assert [e.summary for e in sink.rows] == ["after", "still open"]
+    assert stats.dropped == {"sink_error": 1}
+    assert bg.error is None

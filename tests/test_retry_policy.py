@@ -258,3 +258,12 @@ def test_full_jitter_by_default_spreads_a_fleet() -> None:
     )
     waits = {round(policy.backoff_for(3), 6) for _ in range(50)}
     assert len(waits) > 40 and all(0 <= w <= 4.0 for w in waits)
+
+
+def test_no_retry_is_made_with_too_little_time_left_for_it() -> None:
+    clock = Clock()
+    script = Script(clock, Answer(503), Answer(204), took=9.3)  # 0.7 s of a 10 s budget left after it
+    record = RetryRecord()
+    response = send(make_policy(clock, backoff=0.5), script, record)()
+    assert response.http_response.status_code == 503  # a 0.5 s wait would leave 0.2 s for the attempt
+    assert record.attempts == 1

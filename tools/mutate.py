@@ -81,10 +81,18 @@ MUTANTS = [
         "        except _INTERRUPTS as exc:\n            # A bug in the sink",
     ),
     Mutant(
-        "interrupts re-raised",
+        "interrupts re-raised on the main thread",
         f"{PKG}/_buffering.py",
-        "            if isinstance(exc, _INTERRUPTS):\n                raise",
-        "            pass",
+        "            if isinstance(exc, _INTERRUPTS) and "
+        "threading.current_thread() is threading.main_thread():",
+        "            if False:",
+    ),
+    Mutant(
+        "interrupts contained on a background thread",
+        f"{PKG}/_buffering.py",
+        "            if isinstance(exc, _INTERRUPTS) and "
+        "threading.current_thread() is threading.main_thread():",
+        "            if isinstance(exc, _INTERRUPTS):",
     ),
     Mutant(
         "transform BaseException contained",
@@ -190,8 +198,8 @@ MUTANTS = [
     Mutant(
         "Retry-After past the budget ends retries",
         f"{PKG}/_retry.py",
-        "            if wait >= left:\n",
-        "            if wait >= left + 1e9:\n",
+        "            if wait + self._min_attempt > left:\n",
+        "            if wait + self._min_attempt > left + 1e9:\n",
     ),
     Mutant(
         "read timeout clamped to the budget",
@@ -239,8 +247,62 @@ MUTANTS = [
     Mutant(
         "fork child starts on first use",
         f"{PKG}/_buffering.py",
-        "            self.forward = self._forward_first_in_child  # type: ignore[method-assign]",
+        "            self._start_in_child = True  # _wake() starts it",
+        "            pass  # _wake() starts it",
+    ),
+    Mutant(
+        "a forwarder closed before fork stays closed",
+        f"{PKG}/_buffering.py",
+        "            self._state, self._accepting = _CLOSED, False",
         "            pass",
+    ),
+    Mutant(
+        "the runner forgets the parent's thread at fork",
+        f"{PKG}/_buffering.py",
+        "            self._runner.reset_in_fork_child()",
+        "            pass",
+    ),
+    Mutant(
+        "flush waits on the oldest batch",
+        f"{PKG}/_buffering.py",
+        "            return min(self._in_flight_starts, default=self._removed)",
+        "            return self._removed - len(self._in_flight_starts)",
+    ),
+    Mutant(
+        "events exist before the sink opens",
+        f"{PKG}/_buffering.py",
+        "            self._finish()\n            self._stopped.set()\n            raise",
+        "            self._finish()\n            raise",
+    ),
+    Mutant(
+        "the body's exception wins over a cancellation",
+        f"{PKG}/_buffering.py",
+        "                    if exc_val is None:\n                        raise",
+        "                    raise",
+    ),
+    Mutant(
+        "counting before side effects",
+        f"{PKG}/_buffering.py",
+        "                    pending = 0  # counted: nothing below may count these rows again\n",
+        "",
+    ),
+    Mutant(
+        "logging never raises",
+        f"{PKG}/_metrics.py",
+        "        with contextlib.suppress(Exception):\n            self._logger.warning(",
+        "        if True:\n            self._logger.warning(",
+    ),
+    Mutant(
+        "SIGTERM handler does not wait on the main thread",
+        f"{PKG}/_background.py",
+        "        elif self._sigterm_drain is None:",
+        "        elif self.close() and False:\n            pass\n        elif self._sigterm_drain is None:",
+    ),
+    Mutant(
+        "no retry with too little time left",
+        f"{PKG}/_retry.py",
+        "        self._min_attempt = min(_MIN_ATTEMPT, budget / 10)",
+        "        self._min_attempt = 0.0",
     ),
     Mutant(
         "fork child gets a fresh state",

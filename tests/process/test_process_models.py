@@ -126,12 +126,27 @@ def test_sigterm(emu: Emulator, drain: bool, process: list[subprocess.Popen[str]
 
 @pytest.mark.parametrize(
     "mode",
-    ["os_fork", "mp_fork_process", "mp_fork_sys_exit", "mp_fork_pool", "mp_spawn_process", "mp_spawn_pool"],
+    [
+        "os_fork",
+        "os_fork_flush_first",
+        "os_fork_bound_method",
+        "mp_fork_process",
+        "mp_fork_sys_exit",
+        "mp_fork_pool",
+        "mp_spawn_process",
+        "mp_spawn_pool",
+    ],
 )
 def test_children_deliver_everything_once(emu: Emulator, mode: str) -> None:
     done = run_app(emu, "forks.py", mode, "25")
     assert done.returncode == 0, done.stderr
     assert landed(emu) == int(done.stdout.split()[-1]) == 100
+
+
+def test_a_forwarder_closed_before_fork_stays_closed_in_the_child(emu: Emulator) -> None:
+    done = run_app(emu, "forks.py", "os_fork_closed_in_parent", "25")
+    assert done.returncode == 0, done.stderr  # the child saw every row refused and counted as "closed"
+    assert landed(emu) == 25
 
 
 # -- servers -----------------------------------------------------------------------------------------------
