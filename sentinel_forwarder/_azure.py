@@ -32,6 +32,7 @@ from azure.core.pipeline.transport import RequestsTransport
 from ._endpoint import parse_endpoint
 from ._entry import AuditEntry
 from ._metrics import ErrorLog
+from ._poison import isolate_refused
 from ._protocol import AuditSink, DropReason, SendResult
 from ._retry import (
     DEADLINE_OPTION,
@@ -274,6 +275,7 @@ class AzureSentinelForwarder(AuditSink):
         deadline = time.monotonic() + self._retry_timeout
         result = SendResult()
         encoded: list[bytes] = []
+        ids: list[str] = []
         for entry in entries:
             try:
                 data = json.dumps(
@@ -293,16 +295,32 @@ class AzureSentinelForwarder(AuditSink):
                 )
                 continue
             encoded.append(data)
-        for body, count in _gzip_chunks(encoded, self._level):
-            if cancel.is_set():
-                result += self._drop("shutdown_timeout", count, "abandoned at the drain deadline")
-            elif time.monotonic() >= deadline:
-                result += self._drop(
-                    "retries_exhausted", count, "the batch's retry budget was spent on earlier chunks"
+            ids.append(entry.id)
+        for body, start, end in _chunk_ranges(encoded, self._level):
+            outcome = self._post_chunk(client, body, end - start, cancel, deadline)
+            if end - start > 1 and outcome.dropped.get("rejected") == end - start:
+                # A 400 for a chunk of several rows: find the rows the service refuses, deliver the rest.
+                outcome = isolate_refused(
+                    encoded[start:end],
+                    ids[start:end],
+                    lambda rows: self._post_chunk(
+                        client, _gzip(rows, self._level), len(rows), cancel, deadline
+                    ),
+                    outcome,
                 )
-            else:
-                result += self._post(client, body, count, RetryRecord(cancel=cancel), deadline)
+            result += outcome
         return result
+
+    def _post_chunk(
+        self, client: Any, body: bytes, count: int, cancel: threading.Event, deadline: float
+    ) -> SendResult:
+        if cancel.is_set():
+            return self._drop("shutdown_timeout", count, "abandoned at the drain deadline")
+        if time.monotonic() >= deadline:
+            return self._drop(
+                "retries_exhausted", count, "the batch's retry budget was spent on earlier chunks"
+            )
+        return self._post(client, body, count, RetryRecord(cancel=cancel), deadline)
 
     def _post(self, client: Any, body: bytes, count: int, record: RetryRecord, deadline: float) -> SendResult:
         kwargs: dict[str, Any] = {RECORD_OPTION: record, DEADLINE_OPTION: deadline}
@@ -378,6 +396,12 @@ def _message(exc: AzureError) -> str:
 
 def _gzip_chunks(rows: list[bytes], level: int) -> Iterator[tuple[bytes, int]]:
     """Cut serialised rows into JSON arrays of at most MAX_REQUEST_BYTES, gzip each; -> (body, rows)."""
+    for body, start, end in _chunk_ranges(rows, level):
+        yield body, end - start
+
+
+def _chunk_ranges(rows: Sequence[bytes], level: int) -> Iterator[tuple[bytes, int, int]]:
+    """Like :func:`_gzip_chunks`, with each chunk's rows as ``rows[start:end]``; -> (body, start, end)."""
     start = 0
     while start < len(rows):
         size = 2 + len(rows[start])
@@ -385,17 +409,21 @@ def _gzip_chunks(rows: list[bytes], level: int) -> Iterator[tuple[bytes, int]]:
         while end < len(rows) and size + 1 + len(rows[end]) <= MAX_REQUEST_BYTES:
             size += 1 + len(rows[end])
             end += 1
-        yield from _compressed(rows[start:end], level)
+        yield from _compressed(rows, start, end, level)
         start = end
 
 
-def _compressed(rows: list[bytes], level: int) -> Iterator[tuple[bytes, int]]:
-    body = gzip.compress(b"[" + b",".join(rows) + b"]", compresslevel=level, mtime=0)
-    if len(body) <= MAX_REQUEST_BYTES or len(rows) == 1:
+def _gzip(rows: Sequence[bytes], level: int) -> bytes:
+    return gzip.compress(b"[" + b",".join(rows) + b"]", compresslevel=level, mtime=0)
+
+
+def _compressed(rows: Sequence[bytes], start: int, end: int, level: int) -> Iterator[tuple[bytes, int, int]]:
+    body = _gzip(rows[start:end], level)
+    if len(body) <= MAX_REQUEST_BYTES or end - start == 1:
         # A single row's gzip can outgrow its JSON only by a few bytes of framing on incompressible data,
         # and rows are capped at MAX_REQUEST_BYTES - 2; the service also accepts that (its limit is 1 MiB).
-        yield body, len(rows)
+        yield body, start, end
         return
-    half = len(rows) // 2  # incompressible data: gzip grew the chunk past the limit
-    yield from _compressed(rows[:half], level)
-    yield from _compressed(rows[half:], level)
+    half = (start + end) // 2  # incompressible data: gzip grew the chunk past the limit
+    yield from _compressed(rows, start, half, level)
+    yield from _compressed(rows, half, end, level)

@@ -65,12 +65,21 @@ async def test_retries_exhausted_after_the_budget(emu: Emulator) -> None:
     assert "503" in (stats.last_error or "")
 
 
-async def test_bad_request_rejects_only_the_failing_chunk(emu: Emulator) -> None:
-    emu.faults.fail_next(1, 400, code="InvalidStream", message="bad payload")
+async def test_a_request_refused_as_a_whole_costs_only_its_chunk(emu: Emulator) -> None:
+    # The chunk and both of its halves refused alike: the request is at fault, not a row (see test_poison.py)
+    emu.faults.fail_next(3, 400, code="InvalidStream", message="bad payload")
     stats = await forward_all(sink_for(emu), rows(200), max_batches_in_flight=1)
     assert stats.sent == 100 == emu.count(emu.table)
     assert stats.dropped == {"rejected": 100}
     assert "(InvalidStream) bad payload" in (stats.last_error or "")
+    assert "the whole request was refused" in (stats.last_error or "")
+    assert emu.stats().by_status == {400: 3, 204: 1}
+
+
+async def test_a_passing_refusal_of_one_chunk_is_isolated_away(emu: Emulator) -> None:
+    emu.faults.fail_next(1, 400, code="InvalidStream", message="bad payload")
+    stats = await forward_all(sink_for(emu), rows(200), max_batches_in_flight=1)
+    assert stats.sent == 200 == emu.count(emu.table)  # both halves of the refused chunk got through
 
 
 async def test_wrong_column_type_is_rejected_by_the_service(emu: Emulator) -> None:

@@ -159,7 +159,7 @@ MUTANTS = [
     Mutant(
         "gzip halving of an incompressible chunk",
         f"{PKG}/_azure.py",
-        "if len(body) <= MAX_REQUEST_BYTES or len(rows) == 1:",
+        "if len(body) <= MAX_REQUEST_BYTES or end - start == 1:",
         "if True:",
     ),
     Mutant(
@@ -307,8 +307,8 @@ MUTANTS = [
     Mutant(
         "fork child gets a fresh state",
         f"{PKG}/_buffering.py",
-        "        was_running = self._state in (_OPEN, _CLOSING)\n        self._init_state()",
-        "        was_running = self._state in (_OPEN, _CLOSING)\n        self._state = _NEW",
+        "        state = self._state\n        self._init_state()",
+        "        state = self._state\n        self._state = _NEW",
     ),
     Mutant(
         "fork child resets the sink",
@@ -351,6 +351,31 @@ MUTANTS = [
         f"{PKG}/_setup.py",
         "        elif rebuild is not None:\n            forwarder = rebuild()",
         "        elif rebuild is not None:\n            forwarder = first",
+    ),
+    # -- poison-row isolation (issue 9) ----------------------------------------------------------------
+    Mutant(
+        "a refused chunk is bisected",
+        f"{PKG}/_azure.py",
+        '            if end - start > 1 and outcome.dropped.get("rejected") == end - start:',
+        "            if False:",
+    ),
+    Mutant(
+        "a whole-request refusal stops the bisection",
+        f"{PKG}/_poison.py",
+        "        if top and all(",
+        "        if False and all(",
+    ),
+    Mutant(
+        "the bisection budget",
+        f"{PKG}/_poison.py",
+        "            if left <= 0:",
+        "            if False:",
+    ),
+    Mutant(
+        "refused rows are named",
+        f"{PKG}/_poison.py",
+        '                refused.append((ids_of_half[0], result.error or "refused"))',
+        '                refused.append(("?", result.error or "refused"))',
     ),
     # -- the emulator's admin guard --------------------------------------------------------------------
     Mutant(
