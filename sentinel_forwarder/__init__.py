@@ -4,7 +4,12 @@ from __future__ import annotations
 
 from ._azure import CLOUD_AUDIENCES, MAX_REQUEST_BYTES, AzureSentinelForwarder, Cloud
 from ._background import BackgroundForwarder
-from ._buffering import DEFAULT_MAX_BATCHES_IN_FLIGHT, BufferingForwarder, ForwarderStatistics
+from ._buffering import (
+    DEFAULT_MAX_BATCHES_IN_FLIGHT,
+    DEFAULT_MAX_REQUEST_ROWS,
+    BufferingForwarder,
+    ForwarderStatistics,
+)
 from ._chain import ChainBreak, HashChain, record_hash, verify_chain
 from ._entry import AuditEntry, Severity
 from ._protocol import DROP_REASONS, AuditForwarder, AuditSink, DropReason, SendResult
@@ -16,6 +21,7 @@ __all__ = [
     "AUDIT_TABLE",
     "CLOUD_AUDIENCES",
     "DEFAULT_MAX_BATCHES_IN_FLIGHT",
+    "DEFAULT_MAX_REQUEST_ROWS",
     "DROP_REASONS",
     "MAX_REQUEST_BYTES",
     "AuditEntry",

@@ -105,12 +105,12 @@ class BackgroundForwarder:
     def _register_exits(self) -> None:
         atexit.register(self.close)
         if "multiprocessing" in sys.modules:
-            # A multiprocessing child ends through os._exit (no atexit), after running its finalizers. Its
-            # bootstrap clears the finalizers it inherited or that the main module's import registered (a
-            # spawn child imports it first), then runs the after-fork callbacks: register from there too.
-            from multiprocessing import parent_process, util
+            # A fork-started multiprocessing child ends through os._exit (no atexit), after running its
+            # finalizers. Its forwarder starts here on its first row, after the child's bootstrap (which clears
+            # inherited finalizers), so a finalizer registered now stays. (A spawn child ends through
+            # sys.exit: atexit runs there.)
+            from multiprocessing import parent_process
 
-            util.register_after_fork(self, _finalize_in_child)
             if parent_process() is not None:
                 _finalize_in_child(self)
 

@@ -17,7 +17,13 @@ as OpenTelemetry's batch processor; ``benchmarks/bench_forward.py`` compares it 
 
 from __future__ import annotations
 
-__all__ = ["DEFAULT_MAX_BATCHES_IN_FLIGHT", "BufferingForwarder", "ForwarderStatistics", "Transform"]
+__all__ = [
+    "DEFAULT_MAX_BATCHES_IN_FLIGHT",
+    "DEFAULT_MAX_REQUEST_ROWS",
+    "BufferingForwarder",
+    "ForwarderStatistics",
+    "Transform",
+]
 
 import contextlib
 import logging
@@ -50,6 +56,9 @@ logger = logging.getLogger("sentinel_forwarder")
 #: bound that matters is the DCR's 12,000 requests/min; 4 in flight of 100 rows at ~50 ms is ~80 requests/s,
 #: 40 % of one DCR's budget. Raise ``max_batch_size`` before this to go faster.
 DEFAULT_MAX_BATCHES_IN_FLIGHT = 4
+#: Chosen by measurement (docs/benchmarks.md): ~2,500 rows of ~355 bytes is ~0.9 MB of JSON, one request under
+#: the 1 MB limit; larger rows are cut into more requests by the sink.
+DEFAULT_MAX_REQUEST_ROWS = 2_500
 #: After a sink raised, the pump waits up to this (doubling per consecutive failure, full jitter) before the
 #: next batch, so a broken sink is not called in a tight loop.
 _SINK_BACKOFF_FIRST = 0.05
@@ -117,8 +126,12 @@ class BufferingForwarder:
             await forwarder.aclose()
 
     :param inner: the sink (or another wrapper) that receives the batches.
-    :param max_batch_size: rows per batch; a batch is handed over as soon as it is full.
+    :param max_batch_size: a batch is due as soon as this many rows wait.
     :param max_interval: seconds from a batch's first row until it is handed over even if not full.
+    :param max_request_rows: rows one delivery may take when more than a batch is waiting (under load the
+        waiting rows are coalesced into requests near the 1 MB limit: fewer requests, more rows per second).
+        At least ``max_batch_size``; set it to ``max_batch_size`` for fixed-size batches. ``None``:
+        :data:`DEFAULT_MAX_REQUEST_ROWS`, or ``max_batch_size`` if that is larger.
     :param capacity: rows the buffer holds; when full, new rows are dropped (``reason="queue_full"``).
     :param max_batches_in_flight: batches delivered concurrently.
     :param drain_timeout: seconds that closing may spend delivering what is buffered; then rows still buffered
@@ -137,6 +150,7 @@ class BufferingForwarder:
         *,
         max_batch_size: int = 100,
         max_interval: float = 5.0,
+        max_request_rows: int | None = None,
         capacity: int = 10_000,
         max_batches_in_flight: int = DEFAULT_MAX_BATCHES_IN_FLIGHT,
         drain_timeout: float = 20.0,
@@ -147,6 +161,12 @@ class BufferingForwarder:
     ) -> None:
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be at least 1, not {max_batch_size}")
+        if max_request_rows is None:
+            max_request_rows = max(DEFAULT_MAX_REQUEST_ROWS, max_batch_size)
+        if max_request_rows < max_batch_size:
+            raise ValueError(
+                f"max_request_rows ({max_request_rows}) must be at least max_batch_size ({max_batch_size})"
+            )
         if capacity < 1:
             raise ValueError(f"capacity must be at least 1, not {capacity}")
         if not max_interval > 0:
@@ -157,6 +177,7 @@ class BufferingForwarder:
             raise ValueError(f"drain_timeout must not be negative, not {drain_timeout}")
         self._inner = inner
         self._max_batch_size = max_batch_size
+        self._max_request_rows = max_request_rows
         self._max_interval = float(max_interval)
         self._capacity = capacity
         self._max_in_flight = max_batches_in_flight
@@ -623,7 +644,7 @@ class BufferingForwarder:
             with anyio.move_on_after(min(timeout, self._drop_log.due_in())):
                 await event.wait()
         with self._lock:
-            n = min(len(self._queue), self._max_batch_size)
+            n = min(len(self._queue), self._max_request_rows)  # coalesce what waits, up to a request
             start = self._removed
             self._removed += n
             self._in_flight_starts.add(start)

@@ -84,6 +84,7 @@ _PARSERS: Mapping[str, Callable[[str], Any]] = {
     "stream_name": _text,
     "cloud": _cloud,
     "max_batch_size": _positive_int,
+    "max_request_rows": _positive_int,
     "max_interval": _positive_float,
     "capacity": _positive_int,
     "max_batches_in_flight": _positive_int,
@@ -104,6 +105,7 @@ class ForwarderSettings:
     stream_name: str = AUDIT_TABLE.stream
     cloud: str = "public"
     max_batch_size: int = 100
+    max_request_rows: int | None = None  # None: BufferingForwarder's default (2,500, or max_batch_size)
     max_interval: float = 5.0
     capacity: int = 10_000
     max_batches_in_flight: int = 4

@@ -54,6 +54,7 @@ def _build(
     return BufferingForwarder(
         sink,
         max_batch_size=settings.max_batch_size,
+        max_request_rows=settings.max_request_rows,
         max_interval=settings.max_interval,
         capacity=settings.capacity,
         max_batches_in_flight=settings.max_batches_in_flight,
@@ -73,6 +74,7 @@ def add_sentinel_forwarder(
     forwarder: AuditForwarder | None = None,
     cloud: str | None = None,
     max_batch_size: int | None = None,
+    max_request_rows: int | None = None,
     max_interval: float | None = None,
     capacity: int | None = None,
     max_batches_in_flight: int | None = None,
@@ -117,6 +119,7 @@ def add_sentinel_forwarder(
         stream_name=stream_name,
         cloud=cloud,
         max_batch_size=max_batch_size,
+        max_request_rows=max_request_rows,
         max_interval=max_interval,
         capacity=capacity,
         max_batches_in_flight=max_batches_in_flight,

@@ -30,7 +30,8 @@ def assert_balanced(fwd: BufferingForwarder) -> None:
 
 async def test_batches_by_size() -> None:
     sink = RecordingForwarder()
-    async with BufferingForwarder(sink, max_batch_size=10, max_interval=FOREVER) as fwd:
+    fixed = {"max_batch_size": 10, "max_request_rows": 10}  # fixed-size batches: no coalescing
+    async with BufferingForwarder(sink, max_interval=FOREVER, **fixed) as fwd:
         for e in entries(25):
             assert fwd.forward(e)
         with anyio.fail_after(10):
@@ -42,6 +43,28 @@ async def test_batches_by_size() -> None:
     stats = fwd.statistics()
     assert (stats.offered, stats.accepted, stats.sent, stats.batches_sent) == (25, 25, 25, 3)
     assert sink.closed
+
+
+async def test_rows_waiting_beyond_a_batch_are_coalesced_up_to_a_request() -> None:
+    sink = RecordingForwarder()
+    async with BufferingForwarder(
+        sink, max_batch_size=10, max_request_rows=40, max_interval=FOREVER, max_batches_in_flight=1
+    ) as fwd:
+        for e in entries(95):  # under load: far more than one batch waits when the pump looks
+            fwd.forward(e)
+        with anyio.fail_after(10):
+            await sink.wait_for_rows(95)
+        assert [len(b) for b in sink.batches] == [40, 40, 15]  # each delivery took what waited, up to 40
+    assert [e.summary for e in sink.rows] == [f"e{i}" for i in range(95)]
+
+
+def test_max_request_rows_defaults_and_bounds() -> None:
+    from sentinel_forwarder import DEFAULT_MAX_REQUEST_ROWS
+
+    assert BufferingForwarder(RecordingForwarder())._max_request_rows == DEFAULT_MAX_REQUEST_ROWS
+    assert BufferingForwarder(RecordingForwarder(), max_batch_size=5000)._max_request_rows == 5000
+    with pytest.raises(ValueError, match="max_request_rows"):
+        BufferingForwarder(RecordingForwarder(), max_batch_size=50, max_request_rows=10)
 
 
 async def test_batches_by_interval() -> None:
@@ -143,7 +166,9 @@ async def test_a_batch_filling_up_wakes_the_waiting_pump() -> None:
 async def test_drain_deadline_counts_what_it_could_not_send() -> None:
     sink = RecordingForwarder()
     sink.hold()
-    fwd = BufferingForwarder(sink, max_batch_size=10, max_batches_in_flight=1, drain_timeout=0.05)
+    fwd = BufferingForwarder(
+        sink, max_batch_size=10, max_request_rows=10, max_batches_in_flight=1, drain_timeout=0.05
+    )
     async with fwd:
         for e in entries(35):
             fwd.forward(e)
@@ -201,7 +226,7 @@ async def test_min_severity_and_transform() -> None:
 async def test_sink_failures_are_counted_by_reason() -> None:
     sink = RecordingForwarder()
     sink.fail_next(1, "rejected", "(InvalidRow) bad column")
-    async with BufferingForwarder(sink, max_batch_size=3, max_interval=FOREVER) as fwd:
+    async with BufferingForwarder(sink, max_batch_size=3, max_request_rows=3, max_interval=FOREVER) as fwd:
         for e in entries(6):
             fwd.forward(e)
     stats = fwd.statistics()
@@ -228,7 +253,9 @@ async def test_sink_exception_is_contained_counted_and_forwarding_goes_on(
 ) -> None:
     sink = RecordingForwarder()
     sink.raise_next(RuntimeError("bug in a sink"))
-    fwd = BufferingForwarder(sink, max_batch_size=2, max_interval=FOREVER, max_batches_in_flight=1)
+    fwd = BufferingForwarder(
+        sink, max_batch_size=2, max_request_rows=2, max_interval=FOREVER, max_batches_in_flight=1
+    )
     with caplog.at_level(logging.ERROR, logger="sentinel_forwarder"):
         async with fwd:
             for e in entries(4):

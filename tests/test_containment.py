@@ -60,7 +60,9 @@ class ScriptedSink(AuditSink):
 async def run_one_bad_batch(outcome: Any, rows: int = 3) -> tuple[BufferingForwarder, ScriptedSink]:
     """One batch gets *outcome*; the next batch must still be delivered."""
     sink = ScriptedSink(outcome)
-    fwd = BufferingForwarder(sink, max_batch_size=rows, max_interval=FOREVER, max_batches_in_flight=1)
+    fwd = BufferingForwarder(
+        sink, max_batch_size=rows, max_request_rows=rows, max_interval=FOREVER, max_batches_in_flight=1
+    )
     async with fwd:
         for e in entries(rows, "bad"):
             fwd.forward(e)
@@ -321,7 +323,9 @@ def test_repeated_sink_failures_back_off() -> None:
                     eighth.set()
                 raise RuntimeError("broken sink")
 
-        fwd = BufferingForwarder(AlwaysRaises(), max_batch_size=1, max_batches_in_flight=1)
+        fwd = BufferingForwarder(
+            AlwaysRaises(), max_batch_size=1, max_request_rows=1, max_batches_in_flight=1
+        )
         async with fwd:
             for e in entries(8):
                 fwd.forward(e)
@@ -363,7 +367,7 @@ def test_background_mode_survives_a_sink_exception(backend: Any) -> None:
             return SendResult(sent=len(entries))
 
     sink = RaisesOnce()
-    fwd = BufferingForwarder(sink, max_batch_size=1, max_batches_in_flight=1)
+    fwd = BufferingForwarder(sink, max_batch_size=1, max_request_rows=1, max_batches_in_flight=1)
     bg = BackgroundForwarder(fwd, backend=backend).start()
     try:
         assert bg.forward(AuditEntry("lost to the bug"))

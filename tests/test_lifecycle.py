@@ -306,7 +306,8 @@ def test_an_interrupt_on_the_background_thread_does_not_end_forwarding(exc: Base
         return entry
 
     sink = RecordingForwarder()
-    bg = BackgroundForwarder(BufferingForwarder(sink, max_batch_size=1, transform=transform)).start()
+    one_by_one = {"max_batch_size": 1, "max_request_rows": 1}
+    bg = BackgroundForwarder(BufferingForwarder(sink, transform=transform, **one_by_one)).start()
     try:
         bg.forward(AuditEntry("interrupt"))
         bg.forward(AuditEntry("after"))
@@ -317,3 +318,34 @@ def test_an_interrupt_on_the_background_thread_does_not_end_forwarding(exc: Base
     assert [e.summary for e in sink.rows] == ["after", "still open"]
     assert stats.dropped == {"sink_error": 1}
     assert bg.error is None
+
+
+def test_an_interrupt_while_reporting_a_counted_batch_does_not_count_it_again() -> None:
+    # On trio: asyncio stops its loop wherever a KeyboardInterrupt is raised in a task (asyncio's rule).
+    from opentelemetry.metrics import NoOpCounter, NoOpMeter, NoOpMeterProvider
+
+    class Interrupting(NoOpCounter):
+        def add(self, amount: Any, attributes: Any = None, context: Any = None) -> None:
+            raise KeyboardInterrupt  # Ctrl-C lands while the pump reports a batch it has counted
+
+    class Meter(NoOpMeter):
+        def create_counter(self, name: str, unit: str = "", description: str = "") -> Any:
+            return Interrupting(name) if name == "audit.forward.sent" else super().create_counter(name)
+
+    class Provider(NoOpMeterProvider):
+        def get_meter(self, name: str, *args: Any, **kwargs: Any) -> Any:
+            return Meter(name)
+
+    fwd = BufferingForwarder(
+        RecordingForwarder(), meter_provider=Provider(), max_batch_size=1, drain_timeout=1
+    )
+
+    async def main() -> None:
+        async with fwd:
+            fwd.forward(AuditEntry("counted once"))
+            await anyio.sleep_forever()
+
+    with pytest.raises(BaseException):  # noqa: B017 (KeyboardInterrupt, possibly in a group)
+        anyio.run(main, backend="trio")
+    stats = fwd.statistics()
+    assert (stats.sent, dict(stats.dropped)) == (1, {})

@@ -51,6 +51,12 @@ MUTANTS = [
         "if depth == 1:",
     ),
     Mutant(
+        "coalescing under load",
+        f"{PKG}/_buffering.py",
+        "n = min(len(self._queue), self._max_request_rows)",
+        "n = min(len(self._queue), self._max_batch_size)",
+    ),
+    Mutant(
         "transform return-type check",
         f"{PKG}/_buffering.py",
         "elif isinstance(out, AuditEntry):",
@@ -165,8 +171,8 @@ MUTANTS = [
     Mutant(
         "per-chunk budget check",
         f"{PKG}/_azure.py",
-        "elif time.monotonic() >= deadline:",
-        "elif False:",
+        "        if time.monotonic() >= deadline:",
+        "        if False:",
     ),
     Mutant(
         "credential close",
@@ -319,8 +325,8 @@ MUTANTS = [
     Mutant(
         "multiprocessing children drain at their end",
         f"{PKG}/_background.py",
-        "            util.register_after_fork(self, _finalize_in_child)",
-        "            pass",
+        "            if parent_process() is not None:\n                _finalize_in_child(self)",
+        "            if False:\n                _finalize_in_child(self)",
     ),
     Mutant(
         "drain on SIGTERM",
