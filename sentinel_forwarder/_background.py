@@ -106,9 +106,9 @@ class BackgroundForwarder:
         atexit.register(self.close)
         if "multiprocessing" in sys.modules:
             # A fork-started multiprocessing child ends through os._exit (no atexit), after running its
-            # finalizers. Its forwarder starts here on its first row, after the child's bootstrap (which clears
-            # inherited finalizers), so a finalizer registered now stays. (A spawn child ends through
-            # sys.exit: atexit runs there.)
+            # finalizers. Its forwarder starts here on its first row, after the child's bootstrap (which
+            # clears inherited finalizers), so a finalizer registered now stays. (A spawn child ends
+            # through sys.exit: atexit runs there.)
             from multiprocessing import parent_process
 
             if parent_process() is not None:
