@@ -349,3 +349,27 @@ def test_an_interrupt_while_reporting_a_counted_batch_does_not_count_it_again() 
         anyio.run(main, backend="trio")
     stats = fwd.statistics()
     assert (stats.sent, dict(stats.dropped)) == (1, {})
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_the_drain_deadline_holds_when_the_surrounding_scope_is_cancelled(backend: str) -> None:
+    # A sink that never answers, and the code around the forwarder cancelled: closing must still end at
+    # drain_timeout (the drain is shielded) instead of waiting for the sink forever.
+    sink = RecordingForwarder()
+    sink.hold()
+    fwd = BufferingForwarder(sink, max_batch_size=1, drain_timeout=0.05)
+
+    async def main() -> None:
+        with anyio.CancelScope() as scope:
+            async with fwd:
+                fwd.forward(AuditEntry("held by the sink"))
+                while sink.started < 1:
+                    await anyio.lowlevel.checkpoint()
+                scope.cancel()
+                await anyio.sleep_forever()
+
+    runner = threading.Thread(target=anyio.run, args=(main,), kwargs={"backend": backend}, daemon=True)
+    runner.start()
+    runner.join(30)
+    assert not runner.is_alive(), "closing in a cancelled scope ignored the drain deadline"
+    assert fwd.statistics().unconfirmed == 1
