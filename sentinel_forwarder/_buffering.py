@@ -206,7 +206,6 @@ class BufferingForwarder:
         self._filtered = 0
         self._unconfirmed = 0
         self._dropped: dict[DropReason, int] = dict.fromkeys(DROP_REASONS, 0)
-        self._batches_in_flight = 0
         self._batches_sent = 0
         self._batches_failed = 0
         self._last_error: str | None = None
@@ -377,7 +376,7 @@ class BufferingForwarder:
                 dropped=MappingProxyType({r: n for r, n in dropped.items() if n}),
                 unconfirmed=self._unconfirmed,
                 queue_depth=0 if self._state == _CLOSED else queued,
-                batches_in_flight=self._batches_in_flight,
+                batches_in_flight=len(self._in_flight_starts),
                 batches_sent=self._batches_sent,
                 batches_failed=self._batches_failed,
                 last_error=self._last_error,
@@ -480,10 +479,13 @@ class BufferingForwarder:
         with self._lock:
             return min(self._in_flight_starts, default=self._removed)
 
-    def _settle(self, start: int | None) -> None:
+    def _settle(self, start: int) -> None:
         """The batch taken from the buffer at *start* is counted; wake the flushes that are complete."""
         with self._lock:
             self._in_flight_starts.discard(start)
+        self._wake_flushes()
+
+    def _wake_flushes(self) -> None:
         done = self._counted_through()
         for target, event in self._flush_waiters:
             if done >= target:
@@ -574,7 +576,7 @@ class BufferingForwarder:
                 left += 1
             self._removed += left
             self._dropped["shutdown_timeout"] += left
-        self._settle(None)
+        self._wake_flushes()
         if left:
             self._on_dropped("shutdown_timeout", left, f"{left} rows were still buffered at close")
         self._instruments.forget(self)
@@ -600,8 +602,6 @@ class BufferingForwarder:
                     if batch is None:
                         slots.release()
                         break
-                    with self._lock:
-                        self._batches_in_flight += 1
                     start, rows = batch
                     tg.start_soon(self._deliver, rows, start, slots)
                 for _ in range(self._max_in_flight):
@@ -684,8 +684,6 @@ class BufferingForwarder:
             if isinstance(exc, _INTERRUPTS) and threading.current_thread() is threading.main_thread():
                 raise
         finally:
-            with self._lock:
-                self._batches_in_flight -= 1
             self._settle(start)
             slots.release()
 
