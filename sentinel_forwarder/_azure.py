@@ -23,6 +23,8 @@ import logging
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import replace
+from types import MappingProxyType
 from typing import Any, Literal
 
 from azure.core.credentials import TokenCredential
@@ -33,7 +35,7 @@ from ._endpoint import parse_endpoint
 from ._entry import AuditEntry
 from ._metrics import ErrorLog
 from ._poison import isolate_refused
-from ._protocol import AuditSink, DropReason, SendResult
+from ._protocol import AuditSink, DropReason, RowOutcome, SendResult
 from ._retry import (
     DEADLINE_OPTION,
     RECORD_OPTION,
@@ -273,29 +275,38 @@ class AzureSentinelForwarder(AuditSink):
         if client is None:
             raise RuntimeError("AzureSentinelForwarder is not open; use 'async with' or call open()")
         deadline = time.monotonic() + self._retry_timeout
-        result = SendResult()
+        # Each row's outcome is kept in order (SendResult.outcomes), so a spool keeps exactly the right rows.
+        parts: list[tuple[list[int], SendResult]] = []  # (positions in entries, their outcome)
         encoded: list[bytes] = []
         ids: list[str] = []
-        for entry in entries:
+        positions: list[int] = []
+        for i, entry in enumerate(entries):
             try:
                 data = json.dumps(
                     entry.to_row(), ensure_ascii=False, separators=(",", ":"), allow_nan=False
                 ).encode("utf-8")
             except Exception as exc:  # any failure to serialise is this row's alone
-                result += self._drop(
-                    "invalid_row", 1, f"row Id {entry.id!r} is not valid JSON: {type(exc).__name__}: {exc}"
+                parts.append(
+                    (
+                        [i],
+                        self._drop(
+                            "invalid_row",
+                            1,
+                            f"row Id {entry.id!r} is not valid JSON: {type(exc).__name__}: {exc}",
+                        ),
+                    )
                 )
                 continue
             if len(data) + 2 > MAX_REQUEST_BYTES:
-                result += self._drop(
-                    "too_large",
-                    1,
+                text = (
                     f"row Id {entry.id!r} is {len(data):,} bytes as JSON; one request holds at most "
-                    f"{MAX_REQUEST_BYTES:,}",
+                    f"{MAX_REQUEST_BYTES:,}"
                 )
+                parts.append(([i], self._drop("too_large", 1, text)))
                 continue
             encoded.append(data)
             ids.append(entry.id)
+            positions.append(i)
         for body, start, end in _chunk_ranges(encoded, self._level):
             outcome = self._post_chunk(client, body, end - start, cancel, deadline)
             if end - start > 1 and outcome.dropped.get("rejected") == end - start:
@@ -308,8 +319,8 @@ class AzureSentinelForwarder(AuditSink):
                     ),
                     outcome,
                 )
-            result += outcome
-        return result
+            parts.append((positions[start:end], outcome))
+        return _assemble(len(entries), parts)
 
     def _post_chunk(
         self, client: Any, body: bytes, count: int, cancel: threading.Event, deadline: float
@@ -383,6 +394,26 @@ class AzureSentinelForwarder(AuditSink):
     def _drop(self, reason: DropReason, count: int, message: str) -> SendResult:
         logger.debug("dropping %d rows (%s): %s", count, reason, message)
         return SendResult.failed(reason, count, message)
+
+
+def _assemble(count: int, parts: list[tuple[list[int], SendResult]]) -> SendResult:
+    """One result for *count* rows from results of parts of them (each with its rows' positions)."""
+    if len(parts) == 1 and parts[0][0] == list(range(count)):
+        return parts[0][1]
+    total = SendResult()
+    fates: list[RowOutcome] = ["sent"] * count
+    row_errors: dict[int, str] = {}
+    for where, part in parts:
+        total += SendResult(part.sent, part.dropped, part.error, part.unconfirmed, part.errors)
+        outcomes = part.row_outcomes()
+        if outcomes is None:  # parts are uniform or carry their outcomes; never mixed without them
+            raise AssertionError("a part's outcome is mixed and unknown")
+        for position, fate in zip(where, outcomes, strict=True):
+            fates[position] = fate
+        for i, answer in part.row_errors.items():
+            row_errors[where[i]] = answer
+    mixed = len(set(fates)) > 1
+    return replace(total, outcomes=tuple(fates) if mixed else None, row_errors=MappingProxyType(row_errors))
 
 
 def _message(exc: AzureError) -> str:

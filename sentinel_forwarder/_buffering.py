@@ -20,6 +20,8 @@ from __future__ import annotations
 __all__ = [
     "DEFAULT_MAX_BATCHES_IN_FLIGHT",
     "DEFAULT_MAX_REQUEST_ROWS",
+    "DEFAULT_SPOOL_MAX_AGE",
+    "DEFAULT_SPOOL_MAX_BYTES",
     "BufferingForwarder",
     "ForwarderStatistics",
     "Transform",
@@ -46,6 +48,7 @@ from opentelemetry import metrics
 from ._entry import AuditEntry, Severity
 from ._metrics import DropLog, ErrorLog, ForwarderAttributes, instruments_for
 from ._protocol import DROP_REASONS, AuditForwarder, DropReason, SendResult
+from ._spooling import SpoolPump
 
 if TYPE_CHECKING:
     from ._background import BackgroundForwarder
@@ -59,6 +62,14 @@ DEFAULT_MAX_BATCHES_IN_FLIGHT = 4
 #: Chosen by measurement (docs/benchmarks.md): ~2,500 rows of ~355 bytes is ~0.9 MB of JSON, one request under
 #: the 1 MB limit; larger rows are cut into more requests by the sink.
 DEFAULT_MAX_REQUEST_ROWS = 2_500
+#: The spool's disk budget: 1 GiB of row JSON is ~3 million rows of ~355 bytes (an hour at 800 rows/s).
+DEFAULT_SPOOL_MAX_BYTES = 1 << 30
+#: Rows older than this leave the spool as ``expired``: one day, well inside the two days after which Azure
+#: replaces a row's ``TimeGenerated`` with the time it received the row.
+DEFAULT_SPOOL_MAX_AGE = 86_400.0
+#: References to the spools of a parent process, kept in a forked child so that their SQLite connections are
+#: never closed (closing would run SQLite's clean-up against files the parent is using).
+_INHERITED_SPOOLS: list[object] = []
 #: After a sink raised, the pump waits up to this (doubling per consecutive failure, full jitter) before the
 #: next batch, so a broken sink is not called in a tight loop.
 _SINK_BACKOFF_FIRST = 0.05
@@ -103,6 +114,16 @@ class ForwarderStatistics:
     batches_failed: int
     #: The last error reported by the sink, if any.
     last_error: str | None
+    #: With a spool: rows waiting in it now (on disk, including those being delivered).
+    spooled: int = 0
+    #: With a spool: bytes of those rows' JSON.
+    spooled_bytes: int = 0
+    #: With a spool: seconds since the oldest waiting row was spooled (``None``: the spool is empty).
+    oldest_spooled_age: float | None = None
+    #: With a spool: rows the service refused, kept with its answer (already counted in ``dropped``).
+    dead_letters: int = 0
+    #: With a spool: rows taken over from an earlier run or a dead process (delivered as if offered now).
+    recovered: int = 0
 
     @property
     def dropped_total(self) -> int:
@@ -142,6 +163,13 @@ class BufferingForwarder:
         dropped (``reason="transform_error"``).
     :param name: the ``forwarder.name`` attribute of this forwarder's metrics.
     :param meter_provider: OpenTelemetry meter provider; the global one by default.
+    :param spool: a directory for the durable spool (see docs/durability.md): rows are committed to a SQLite
+        file there before delivery and deleted only once the service accepted them; failures that may heal
+        keep them there, retried with backoff; refused rows become dead letters; rows left at close (or by a
+        crash) are delivered by the next forwarder that starts on the directory. Processes may share it.
+    :param spool_max_bytes: the spool's budget of row JSON; when full, the lowest-severity, oldest rows are
+        shed (``reason="shed"``) and a row never displaces one of higher severity.
+    :param spool_max_age: seconds a row may wait in the spool; then it is dropped (``reason="expired"``).
     """
 
     def __init__(
@@ -158,6 +186,9 @@ class BufferingForwarder:
         transform: Transform | None = None,
         name: str = "default",
         meter_provider: metrics.MeterProvider | None = None,
+        spool: str | os.PathLike[str] | None = None,
+        spool_max_bytes: int = DEFAULT_SPOOL_MAX_BYTES,
+        spool_max_age: float = DEFAULT_SPOOL_MAX_AGE,
     ) -> None:
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be at least 1, not {max_batch_size}")
@@ -175,6 +206,13 @@ class BufferingForwarder:
             raise ValueError(f"max_batches_in_flight must be at least 1, not {max_batches_in_flight}")
         if not drain_timeout >= 0:
             raise ValueError(f"drain_timeout must not be negative, not {drain_timeout}")
+        if spool_max_bytes < 1:
+            raise ValueError(f"spool_max_bytes must be at least 1, not {spool_max_bytes}")
+        if not spool_max_age > 0:
+            raise ValueError(f"spool_max_age must be positive, not {spool_max_age}")
+        self._spool_dir = None if spool is None else os.fspath(spool)
+        self._spool_max_bytes = spool_max_bytes
+        self._spool_max_age = float(spool_max_age)
         self._inner = inner
         self._max_batch_size = max_batch_size
         self._max_request_rows = max_request_rows
@@ -219,6 +257,13 @@ class BufferingForwarder:
 
         self._drop_log = DropLog(logger)
         self._errors = ErrorLog(logger)
+        self._spool_pump = (
+            None
+            if self._spool_dir is None
+            else SpoolPump(
+                self, self._spool_dir, max_bytes=self._spool_max_bytes, max_age=self._spool_max_age
+            )
+        )
         self._instruments.observe(self)
 
         # Created on the event loop when the forwarder opens.
@@ -242,6 +287,8 @@ class BufferingForwarder:
         new locks (the parent's buffered rows stay the parent's to send). If it was running in the parent,
         the child's first ``forward()`` starts it on a thread of the child's own."""
         state = self._state
+        if self._spool_pump is not None:
+            _INHERITED_SPOOLS.append(self._spool_pump.spool)
         self._init_state()
         reset = getattr(self._inner, "reset_after_fork", None)
         if callable(reset):
@@ -294,6 +341,56 @@ class BufferingForwarder:
             self._wake()
         return True
 
+    async def forward_durable(self, entry: AuditEntry, *, timeout: float | None = None) -> bool:  # noqa: ASYNC109
+        """Offer *entry* like :meth:`forward`, then wait until it is committed to the spool.
+
+        For records that must survive a crash: once this returns ``True`` the row is on disk (or was filtered
+        out on purpose) and is delivered even if the process is killed now. Call it from the forwarder's
+        event loop; ``BackgroundForwarder.forward_durable`` is the blocking twin.
+
+        :returns: ``True`` once committed (or filtered out); ``False`` if the row was dropped (full buffer,
+            closed, shed by a full spool, transform failure) or *timeout* passed first (it may still be
+            committed later).
+        :raises RuntimeError: if the forwarder has no spool.
+        :raises TypeError: if *entry* is not an :class:`AuditEntry`.
+        """
+        position = self._offer_durable(entry)
+        if isinstance(position, bool):
+            return position
+        assert self._spool_pump is not None
+        done = anyio.Event()
+        outcome: list[bool] = []
+
+        def settle(ok: bool) -> None:
+            outcome.append(ok)
+            done.set()
+
+        self._spool_pump.wait_durable(position, settle)
+        with anyio.move_on_after(timeout):
+            await done.wait()
+        return bool(outcome and outcome[0])
+
+    def _offer_durable(self, entry: AuditEntry) -> int | bool:
+        """Offer *entry*; -> its position among the rows taken from the buffer, or the final answer."""
+        if self._spool_pump is None:
+            raise RuntimeError("forward_durable() needs a spool: BufferingForwarder(..., spool=directory)")
+        if not isinstance(entry, AuditEntry):
+            raise TypeError(f"forward_durable() takes an AuditEntry, not {type(entry).__name__}")
+        if entry.severity < self._min_severity:
+            return self._filter_early()
+        with self._lock:
+            queue = self._queue
+            if len(queue) >= self._capacity or not self._accepting:
+                accepted = False
+            else:
+                queue.append(entry)
+                accepted = True
+                position = self._removed + len(queue)
+        if not accepted:
+            return self._reject()
+        self._wake()
+        return position
+
     def _filter_early(self) -> bool:
         with self._lock:
             self._filtered_early += 1
@@ -324,11 +421,16 @@ class BufferingForwarder:
         if self._wakeup is not None:
             self._wakeup.set()
 
-    def _on_dropped(self, reason: DropReason, count: int, detail: str | None) -> None:
+    def _on_dropped(
+        self, reason: DropReason, count: int, detail: str | None, *, severity: Severity | None = None
+    ) -> None:
         # Metrics and logging belong to the application (its exporters, handlers, filters). If they fail, the
         # count already taken stands, and forward() must not raise: their failure is not ours to report.
         with contextlib.suppress(Exception):
-            self._instruments.dropped.add(count, self._attrs.by_reason[reason])
+            attrs = self._attrs.by_reason[reason]
+            if severity is not None:
+                attrs = {**attrs, "severity": severity.label}
+            self._instruments.dropped.add(count, attrs)
             self._drop_log.record(reason, count, detail)
 
     # -- AuditForwarder ----------------------------------------------------------------------------------
@@ -380,7 +482,32 @@ class BufferingForwarder:
                 batches_sent=self._batches_sent,
                 batches_failed=self._batches_failed,
                 last_error=self._last_error,
+                **self._spool_statistics(),
             )
+
+    def _spool_statistics(self) -> dict[str, Any]:
+        pump = self._spool_pump
+        if pump is None:
+            return {}
+        spool = pump.spool
+        oldest = pump.oldest
+        return {
+            "spooled": spool.rows,
+            "spooled_bytes": spool.bytes,
+            "oldest_spooled_age": None if oldest is None else max(time.time() - oldest, 0.0),
+            "dead_letters": spool.dead_letters,
+            "recovered": pump.recovered,
+        }
+
+    def spool_gauges(self) -> tuple[int, int, float, int] | None:
+        """For the spool gauges: (rows, bytes, oldest row's age in seconds, dead letters); ``None``
+        without a spool."""
+        pump = self._spool_pump
+        if pump is None:
+            return None
+        spool, oldest = pump.spool, pump.oldest
+        age = 0.0 if oldest is None else max(time.time() - oldest, 0.0)
+        return spool.rows, spool.bytes, age, spool.dead_letters
 
     # -- lifecycle ---------------------------------------------------------------------------------------
 
@@ -460,6 +587,8 @@ class BufferingForwarder:
             running = self._state in (_OPEN, _CLOSING) and self._stopped is not None
         if not running:
             return 0 if self._state == _CLOSED else len(self._queue)
+        if self._spool_pump is not None:
+            return await self._flush_spool(timeout)
         if target <= self._counted_through():
             return 0
         self._flush_target = max(self._flush_target, target)
@@ -473,6 +602,22 @@ class BufferingForwarder:
             with contextlib.suppress(ValueError):
                 self._flush_waiters.remove(waiter)
         return max(target - self._counted_through(), 0)
+
+    async def _flush_spool(self, timeout: float | None) -> int:  # noqa: ASYNC109
+        """With a spool: wait until the buffer and the spool are empty. -> rows still waiting."""
+        assert self._spool_pump is not None
+        spool = self._spool_pump.spool
+        if self._queue or spool.rows:
+            waiter = (0, anyio.Event())
+            self._flush_waiters.append(waiter)
+            self._set_wakeup()
+            try:
+                with anyio.move_on_after(timeout):
+                    await waiter[1].wait()
+            finally:
+                with contextlib.suppress(ValueError):
+                    self._flush_waiters.remove(waiter)
+        return len(self._queue) + spool.rows
 
     def _counted_through(self) -> int:
         """How many rows taken from the buffer, in order, are all counted (batches finish out of order)."""
@@ -502,9 +647,14 @@ class BufferingForwarder:
         self._drained = anyio.Event()
         self._stopped = anyio.Event()
         try:
+            if self._spool_pump is not None:
+                await self._spool_pump.open()  # an unusable directory fails here, at startup
             await self._inner.__aenter__()
         except BaseException:
             self._finish()
+            if self._spool_pump is not None:
+                with anyio.CancelScope(shield=True):
+                    await self._spool_pump.close()
             self._stopped.set()
             raise
         # _token before _loop_thread: forward() on another thread reads them in that order.
@@ -527,6 +677,8 @@ class BufferingForwarder:
             self._finish()
             with anyio.CancelScope(shield=True):
                 await self._close_inner()
+                if self._spool_pump is not None:
+                    await self._spool_pump.close()
             self._stopped.set()
 
     async def _drain(self) -> None:
@@ -586,6 +738,13 @@ class BufferingForwarder:
 
     async def _pump(self, tg: TaskGroup) -> None:
         assert self._drained is not None
+        if self._spool_pump is not None:
+            try:
+                with self._work_scope():
+                    await self._spool_pump.run(tg)
+            finally:
+                self._drained.set()
+            return
         slots = anyio.Semaphore(self._max_in_flight)
         try:
             with self._work_scope():
@@ -655,7 +814,7 @@ class BufferingForwarder:
         handed = False  # whether the sink has them (then their fate is unknown if we give up)
         try:
             with self._work_scope():
-                rows, filtered = self._apply_transform(batch)
+                rows, filtered, _ = self._apply_transform(batch)
                 if filtered:
                     with self._lock:
                         self._filtered += filtered
@@ -709,15 +868,19 @@ class BufferingForwarder:
             self._instruments.unconfirmed.add(count, self._attrs.base)
             self._drop_log.record("unconfirmed", count, detail)
 
-    def _apply_transform(self, batch: list[AuditEntry]) -> tuple[list[AuditEntry], int]:
-        """Run the user's transform on each row; a row it fails on is dropped alone. -> (rows, filtered)"""
+    def _apply_transform(self, batch: list[AuditEntry]) -> tuple[list[AuditEntry], int, list[int]]:
+        """Run the user's transform on each row; a row it fails on is dropped alone.
+
+        :returns: (rows to send, rows filtered out, the position in *batch* of each row to send)
+        """
         transform = self._transform
         if transform is None:
-            return batch, 0
+            return batch, 0, list(range(len(batch)))
         rows: list[AuditEntry] = []
+        kept: list[int] = []
         filtered = failed = 0
         detail = ""
-        for entry in batch:
+        for position, entry in enumerate(batch):
             try:
                 out = transform(entry)
             except _INTERRUPTS:
@@ -730,6 +893,7 @@ class BufferingForwarder:
                 filtered += 1
             elif isinstance(out, AuditEntry):
                 rows.append(out)
+                kept.append(position)
             else:
                 failed += 1
                 detail = (
@@ -739,7 +903,7 @@ class BufferingForwarder:
             with self._lock:
                 self._dropped["transform_error"] += failed
             self._on_dropped("transform_error", failed, detail)
-        return rows, filtered
+        return rows, filtered, kept
 
     def _account(self, result: SendResult) -> None:
         """Count a batch's result (under the lock, nothing that can fail)."""

@@ -163,6 +163,29 @@ class AuditEntry:
             row.update(self.extra)
         return row
 
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> AuditEntry:
+        """The entry that :meth:`to_row` made *row* from (columns not of the table become ``extra``).
+
+        :raises ValueError: if a column holds a value of the wrong kind or ``TimeGenerated`` is not ISO 8601.
+        :raises TypeError: as the constructor does.
+        """
+        try:
+            when = datetime.fromisoformat(str(row["TimeGenerated"]).replace("Z", "+00:00"))
+            return cls(
+                summary=row.get("Summary", ""),
+                severity=Severity.parse(row.get("Severity", "None")),
+                detector_id=row.get("DetectorId", ""),
+                session_id=row.get("SessionId", ""),
+                id=row.get("Id", ""),
+                timestamp=when,
+                hash=row.get("Hash", ""),
+                previous_hash=row.get("PreviousHash", ""),
+                extra={k: v for k, v in row.items() if k not in _CORE_COLUMNS},
+            )
+        except KeyError as exc:
+            raise ValueError(f"the row has no {exc.args[0]} column") from None
+
 
 def _parse_severity(value: object) -> Severity:
     if isinstance(value, bool) or not isinstance(value, (str, int)):

@@ -34,6 +34,10 @@ class _Observed(Protocol):
 
     def queue_depth(self) -> int: ...
 
+    def spool_gauges(self) -> tuple[int, int, float, int] | None:
+        """(rows, bytes, age in seconds of the oldest row, dead letters) of the spool, if there is one."""
+        ...
+
 
 class Instruments:
     """The library's instruments on one meter provider."""
@@ -68,6 +72,17 @@ class Instruments:
             unit="{row}",
             description="Rows waiting in the forwarder's buffer.",
         )
+        for index, (name, unit, text) in enumerate(
+            (
+                ("audit.spool.rows", "{row}", "Rows waiting in the spool (on disk), delivery pending."),
+                ("audit.spool.bytes", "By", "Bytes of the rows waiting in the spool (their JSON)."),
+                ("audit.spool.oldest_age", "s", "Age of the oldest row waiting in the spool."),
+                ("audit.spool.dead_letters", "{row}", "Rows the service refused, kept in the spool."),
+            )
+        ):
+            meter.create_observable_gauge(
+                name, callbacks=[self._spool_callback(index)], unit=unit, description=text
+            )
 
     def observe(self, forwarder: _Observed) -> None:
         """Report *forwarder*'s queue depth until it is garbage-collected or :meth:`forget` is called."""
@@ -75,6 +90,19 @@ class Instruments:
 
     def forget(self, forwarder: _Observed) -> None:
         self._observed.discard(forwarder)
+
+    def _spool_callback(
+        self, index: int
+    ) -> Callable[[metrics.CallbackOptions], Iterable[metrics.Observation]]:
+        def observe(options: metrics.CallbackOptions) -> Iterable[metrics.Observation]:
+            found = []
+            for f in list(self._observed):
+                gauges = f.spool_gauges()
+                if gauges is not None:
+                    found.append(metrics.Observation(gauges[index], {"forwarder.name": f.name}))
+            return found
+
+        return observe
 
     def _observe_depth(self, options: metrics.CallbackOptions) -> Iterable[metrics.Observation]:
         return [

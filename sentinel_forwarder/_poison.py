@@ -43,55 +43,67 @@ def isolate_refused(
     :param post: posts some rows as one request and reports what became of them.
     :param refusal: what posting all of *rows* gave (every row ``rejected``).
     :param budget: extra requests this may make.
-    :returns: the outcome of every row: delivered parts as *post* reported them; refused rows ``rejected``,
-        named by Id with the service's answer.
+    :returns: the outcome of every row, with :attr:`~SendResult.outcomes` in the order of *rows*: delivered
+        parts as *post* reported them; refused rows ``rejected``, named by Id with the service's answer
+        (also in :attr:`~SendResult.row_errors`, by position).
     """
     left = budget
-    outcome = SendResult()
-    refused: list[tuple[str, str]] = []  # (Id, the service's answer) of each row found refused
-    unresolved = 0
+    # Each part's result, keyed by the part's first row, so the outcome is assembled in row order.
+    parts: dict[int, tuple[int, SendResult]] = {}
+    refused: list[tuple[int, str]] = []  # (position, the service's answer) of each row found refused
+    unresolved: list[tuple[int, int]] = []  # (start, end) of parts not isolated
     whole = False
     # Breadth first: each round splits every group still refused, so the budget is spread over the chunk
     # and clean halves anywhere in it are delivered early.
-    groups: deque[tuple[Sequence[bytes], Sequence[str]]] = deque([(rows, ids)])
+    groups: deque[tuple[int, int]] = deque([(0, len(rows))])
     top = True
     while groups:
-        part, part_ids = groups.popleft()
-        half = len(part) // 2
-        halves = [(part[:half], part_ids[:half]), (part[half:], part_ids[half:])]
+        lo, hi = groups.popleft()
+        mid = (lo + hi) // 2
+        halves = [(lo, mid), (mid, hi)]
         results: list[SendResult | None] = []
-        for rows_of_half, _ in halves:
+        for a, b in halves:
             if left <= 0:
                 results.append(None)
                 continue
             left -= 1
-            results.append(post(rows_of_half))
+            results.append(post(rows[a:b]))
         if top and all(
-            r is not None and _refused(r, len(h[0])) and r.error == refusal.error
-            for r, h in zip(results, halves, strict=True)
+            r is not None and _refused(r, b - a) and r.error == refusal.error
+            for r, (a, b) in zip(results, halves, strict=True)
         ):
-            unresolved, whole = len(rows), True  # both halves refused like the whole: not a row's fault
+            unresolved, whole = (
+                [(0, len(rows))],
+                True,
+            )  # both halves refused like the whole: not a row's fault
             break
         top = False
-        for (rows_of_half, ids_of_half), result in zip(halves, results, strict=True):
+        for (a, b), result in zip(halves, results, strict=True):
             if result is None:
-                unresolved += len(rows_of_half)
-            elif not _refused(result, len(rows_of_half)):
-                outcome += result
-            elif len(rows_of_half) == 1:
-                refused.append((ids_of_half[0], result.error or "refused"))
+                unresolved.append((a, b))
+            elif not _refused(result, b - a):
+                parts[a] = (b, result)
+            elif b - a == 1:
+                refused.append((a, result.error or "refused"))
             else:
-                groups.append((rows_of_half, ids_of_half))
+                groups.append((a, b))
     if refused:
-        named = "; ".join(f"Id {row_id!r}: {answer}" for row_id, answer in refused[:_NAMED])
+        named = "; ".join(f"Id {ids[i]!r}: {answer}" for i, answer in refused[:_NAMED])
         more = f" and {len(refused) - _NAMED} more" if len(refused) > _NAMED else ""
         text = f"the service refused {len(refused)} row(s) of a chunk of {len(rows)} ({named}{more})"
-        outcome += SendResult.failed("rejected", len(refused), text)
+        for i, answer in refused:
+            only = SendResult.failed("rejected", 1, text)
+            parts[i] = (i + 1, SendResult(0, only.dropped, text, 0, only.errors, None, {0: answer}))
     if unresolved:
         why = (
             "the whole request was refused, not a row of it"
             if whole
             else f"not isolated within {budget} extra requests"
         )
-        outcome += SendResult.failed("rejected", unresolved, f"{refusal.error} ({unresolved} rows: {why})")
+        for a, b in unresolved:
+            text = f"{refusal.error} ({b - a} rows: {why})"
+            parts[a] = (b, SendResult.failed("rejected", b - a, text))
+    outcome = SendResult()
+    for start in sorted(parts):
+        outcome += parts[start][1]
     return outcome

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["DROP_REASONS", "AuditForwarder", "AuditSink", "DropReason", "SendResult"]
+__all__ = ["DROP_REASONS", "AuditForwarder", "AuditSink", "DropReason", "RowOutcome", "SendResult"]
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -26,6 +26,8 @@ DropReason = Literal[
     "retries_exhausted",  # 429/5xx/connection errors/timeouts outlasted the retry budget
     "unreachable",  # the endpoint cannot be reached and retrying cannot help (TLS, certificate, host name)
     "sink_error",  # the sink raised, or reported fewer rows than it was given
+    "shed",  # the spool was full: the row made room for rows of higher severity (or newer ones)
+    "expired",  # the row waited in the spool longer than spool_max_age
 ]
 DROP_REASONS: tuple[DropReason, ...] = (
     "queue_full",
@@ -41,10 +43,15 @@ DROP_REASONS: tuple[DropReason, ...] = (
     "retries_exhausted",
     "unreachable",
     "sink_error",
+    "shed",
+    "expired",
 )
+#: What became of one row: delivered, unknown, or dropped for a reason.
+RowOutcome = Literal["sent", "unconfirmed"] | DropReason
 
 _NO_DROPS: Mapping[DropReason, int] = MappingProxyType({})
 _NO_ERRORS: Mapping[DropReason, str] = MappingProxyType({})
+_NO_ROW_ERRORS: Mapping[int, str] = MappingProxyType({})
 
 
 @dataclass(frozen=True)
@@ -64,6 +71,11 @@ class SendResult:
     unconfirmed: int = 0
     #: The last error message per drop reason, so a log line for one reason names its own row.
     errors: Mapping[DropReason, str] = field(default_factory=lambda: _NO_ERRORS)
+    #: What became of each row, in the order the rows were given, when they fared differently (``None``
+    #: when every row fared alike, or when the sink does not say). A spool needs it to keep the right rows.
+    outcomes: tuple[RowOutcome, ...] | None = None
+    #: The service's answer for single rows, by their position in the batch (refused rows), where known.
+    row_errors: Mapping[int, str] = field(default_factory=lambda: _NO_ROW_ERRORS)
 
     @property
     def total(self) -> int:
@@ -89,16 +101,45 @@ class SendResult:
         """The message that explains the rows dropped for *reason*."""
         return self.errors.get(reason) or self.error
 
+    def row_outcomes(self) -> tuple[RowOutcome, ...] | None:
+        """Each row's outcome, in order: :attr:`outcomes`, or the one outcome every row shares; ``None`` if
+        rows fared differently and the sink did not say which."""
+        if self.outcomes is not None:
+            return self.outcomes
+        kinds: list[tuple[RowOutcome, int]] = [(r, n) for r, n in self.dropped.items() if n]
+        if self.sent:
+            kinds.append(("sent", self.sent))
+        if self.unconfirmed:
+            kinds.append(("unconfirmed", self.unconfirmed))
+        if len(kinds) > 1:
+            return None
+        return (kinds[0][0],) * kinds[0][1] if kinds else ()
+
     def __add__(self, other: SendResult) -> SendResult:
+        """The result of *self*'s rows followed by *other*'s (counts add up; per-row outcomes concatenate)."""
         dropped = dict(self.dropped)
         for reason, n in other.dropped.items():
             dropped[reason] = dropped.get(reason, 0) + n
+        outcomes: tuple[RowOutcome, ...] | None = None
+        mine, theirs = self.row_outcomes(), other.row_outcomes()
+        if (mine is not None and theirs is not None and len(set(mine[:1] + theirs[:1])) > 1) or (
+            self.outcomes is not None or other.outcomes is not None
+        ):
+            outcomes = None if mine is None or theirs is None else mine + theirs
+        row_errors = self.row_errors
+        if other.row_errors:
+            shift = self.total
+            row_errors = MappingProxyType(
+                {**self.row_errors, **{shift + i: m for i, m in other.row_errors.items()}}
+            )
         return SendResult(
             self.sent + other.sent,
             MappingProxyType(dropped),
             other.error or self.error,
             self.unconfirmed + other.unconfirmed,
             MappingProxyType({**self.errors, **other.errors}),
+            outcomes,
+            row_errors,
         )
 
 

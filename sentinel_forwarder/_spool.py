@@ -1,0 +1,617 @@
+"""The durable spool's storage: one SQLite file per live process in a shared directory.
+
+Each process owns ``spool-<pid>-<random>.sqlite3`` in the directory while it holds an exclusive lock on the
+file's ``.lock`` companion (a POSIX record lock, or ``msvcrt`` on Windows; the kernel releases it when the
+process dies, however it dies). A starting forwarder *adopts* the files whose lock it can take: their owner
+is dead, so their rows are copied into its own file (oldest first) and the file is deleted. A file SQLite
+cannot read is renamed ``*.corrupt`` and logged at ERROR; it never stops the forwarder.
+
+Two tables: ``rows`` (waiting for delivery, in id order, which is arrival order) and ``dead`` (refused by
+the service, kept with its answer for an operator to read, replay or purge). ``journal_mode=WAL`` with
+``synchronous=NORMAL``: a commit survives the process being killed (the data is in the operating system's
+cache); a power failure may lose the last commits.
+
+Not thread-safe: the forwarder calls it from one worker thread at a time. The operator commands open the
+same files with :func:`inspect` and friends.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "DeadLetter",
+    "Spool",
+    "SpoolError",
+    "SpoolFileStatus",
+    "dead_letters",
+    "purge",
+    "replay",
+    "status",
+]
+
+import contextlib
+import json
+import logging
+import os
+import secrets
+import sqlite3
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+logger = logging.getLogger("sentinel_forwarder.spool")
+
+_SUFFIX = ".sqlite3"
+_PREFIX = "spool-"
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS rows (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    enqueued REAL NOT NULL,
+    severity INTEGER NOT NULL,
+    data BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS rows_by_severity ON rows (severity, id);
+CREATE TABLE IF NOT EXISTS dead (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    enqueued REAL NOT NULL,
+    severity INTEGER NOT NULL,
+    data BLOB NOT NULL,
+    reason TEXT NOT NULL,
+    error TEXT NOT NULL,
+    failed REAL NOT NULL
+);
+"""
+#: Rows copied per statement when adopting a dead process's file.
+_COPY_PAGE = 2_000
+
+
+class SpoolError(OSError):
+    """The spool directory cannot be used (not creatable, not writable); the message names it."""
+
+
+@dataclass(frozen=True)
+class Appended:
+    """What :meth:`Spool.append` did: the ids given to the kept rows, and what it shed to make room."""
+
+    #: Ids of the rows given, in order; ``None`` for a row shed at once (it never went to disk).
+    ids: list[int | None]
+    #: Rows already spooled that were shed to make room, by severity.
+    shed_stored: dict[int, int]
+    #: Ids of the stored rows that were shed.
+    shed_ids: list[int]
+
+
+@dataclass(frozen=True)
+class SpoolFileStatus:
+    """One spool file, for ``sentinel-forwarder spool status``."""
+
+    path: str
+    owner_alive: bool
+    rows: int
+    bytes: int
+    oldest: float | None  # time.time() of the oldest waiting row
+    dead_letters: int
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """A row the service refused, kept with its answer."""
+
+    file: str
+    id: int
+    enqueued: float
+    severity: int
+    reason: str
+    error: str
+    failed: float
+    row: str
+
+
+class _FileLock:
+    """An exclusive, non-blocking lock on a companion file; released by the kernel when the process dies."""
+
+    def __init__(self, path: Path, *, create: bool) -> None:
+        flags = os.O_RDWR | (os.O_CREAT if create else 0)
+        self._fd = os.open(path, flags, 0o600)
+        try:
+            self._acquire()
+        except OSError:
+            os.close(self._fd)
+            raise
+
+    def _acquire(self) -> None:
+        if sys.platform == "win32":  # pragma: no cover - not exercised on Linux CI
+            import msvcrt
+
+            msvcrt.locking(self._fd, msvcrt.LK_NBLCK, 1)
+        else:
+            import fcntl
+
+            fcntl.lockf(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+    def release(self) -> None:
+        with contextlib.suppress(OSError):
+            os.close(self._fd)  # closing the descriptor releases the lock
+
+
+def _connect(path: Path, *, create: bool) -> sqlite3.Connection:
+    uri = f"file:{path}?mode={'rwc' if create else 'rw'}"
+    db = sqlite3.connect(uri, uri=True, check_same_thread=False, isolation_level=None, timeout=5.0)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=NORMAL")
+    return db
+
+
+def _files(directory: Path) -> list[Path]:
+    return sorted(directory.glob(f"{_PREFIX}*{_SUFFIX}"))
+
+
+def _lock_path(db: Path) -> Path:
+    return db.with_name(db.name + ".lock")
+
+
+def _remove(db: Path) -> None:
+    for path in (db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm"), _lock_path(db)):
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+
+def _quarantine(db: Path, exc: BaseException) -> None:
+    target = db.with_name(f"{db.name}.{int(time.time())}.corrupt")
+    logger.error(
+        "sentinel-forwarder: spool file %s cannot be read (%s); moved aside to %s", db, exc, target.name
+    )
+    with contextlib.suppress(OSError):
+        db.rename(target)
+    for suffix in ("-wal", "-shm"):
+        with contextlib.suppress(OSError):
+            db.with_name(db.name + suffix).rename(target.with_name(target.name + suffix))
+    with contextlib.suppress(OSError):
+        _lock_path(db).unlink()
+
+
+class Spool:
+    """The spool of one process: its own file in *directory*, plus the files it adopts.
+
+    :param directory: shared by every process of the application (gunicorn workers, pool processes).
+    """
+
+    def __init__(self, directory: str | os.PathLike[str]) -> None:
+        self.directory = Path(directory)
+        self.path: Path | None = None
+        self._db: sqlite3.Connection | None = None
+        self._lock: _FileLock | None = None
+        #: Waiting rows and their bytes (the ``data`` column), kept in step with every change.
+        self.rows = 0
+        self.bytes = 0
+        self.dead_letters = 0
+        self.dead_bytes = 0
+
+    # -- lifecycle -------------------------------------------------------------------------------------
+
+    def open(self) -> None:
+        """Create the directory and this process's file, under its lock.
+
+        :raises SpoolError: naming the directory, if it cannot be created or written.
+        """
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            name = f"{_PREFIX}{os.getpid()}-{secrets.token_hex(4)}{_SUFFIX}"
+            path = self.directory / name
+            self._lock = _FileLock(_lock_path(path), create=True)
+            self._db = _connect(path, create=True)
+            self._db.executescript(_SCHEMA)
+        except (OSError, sqlite3.Error) as exc:
+            self.close()
+            raise SpoolError(
+                f"the spool directory {str(self.directory)!r} cannot be used: {exc} "
+                "(it must be a writable directory; it is created if missing)"
+            ) from exc
+        self.path = path
+
+    def close(self) -> None:
+        """Close the file and release its lock; its rows wait for the next forwarder. Idempotent."""
+        db, self._db = self._db, None
+        if db is not None:
+            with contextlib.suppress(sqlite3.Error):
+                db.close()
+        lock, self._lock = self._lock, None
+        if lock is not None:
+            lock.release()
+
+    def forget(self) -> None:
+        """In a forked child: drop the parent's connection and lock without touching them."""
+        self._db = None
+        self._lock = None
+
+    @property
+    def db(self) -> sqlite3.Connection:
+        if self._db is None:
+            raise RuntimeError("the spool is not open")
+        return self._db
+
+    # -- adoption --------------------------------------------------------------------------------------
+
+    def adopt(self) -> int:
+        """Copy the rows of every file whose owner is dead into this one, oldest file first; delete them.
+
+        :returns: rows adopted (dead letters are adopted too, not counted).
+        """
+        adopted = 0
+        for other in _files(self.directory):
+            if other == self.path:
+                continue
+            try:
+                lock = _FileLock(_lock_path(other), create=False)
+            except FileNotFoundError:
+                # No lock file: a file written by ``replay``, or one whose owner died before locking.
+                try:
+                    lock = _FileLock(_lock_path(other), create=True)
+                except OSError:
+                    continue
+            except OSError:
+                continue  # its owner is alive
+            try:
+                if other.exists():
+                    adopted += self._adopt_file(other)
+            finally:
+                lock.release()
+        return adopted
+
+    def _adopt_file(self, other: Path) -> int:
+        try:
+            source = _connect(other, create=False)
+        except sqlite3.Error as exc:
+            _quarantine(other, exc)
+            return 0
+        copied = 0
+        try:
+            check = source.execute("PRAGMA quick_check").fetchone()
+            if not check or check[0] != "ok":
+                raise sqlite3.DatabaseError(f"quick_check: {check[0] if check else 'no answer'}")
+            db = self.db
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                after = 0
+                while page := source.execute(
+                    "SELECT id, enqueued, severity, data FROM rows WHERE id > ? ORDER BY id LIMIT ?",
+                    (after, _COPY_PAGE),
+                ).fetchall():
+                    db.executemany(
+                        "INSERT INTO rows (enqueued, severity, data) VALUES (?, ?, ?)",
+                        [(e, s, d) for _, e, s, d in page],
+                    )
+                    after = page[-1][0]
+                    copied += len(page)
+                    self.rows += len(page)
+                    self.bytes += sum(len(d) for _, _, _, d in page)
+                dead = source.execute(
+                    "SELECT enqueued, severity, data, reason, error, failed FROM dead ORDER BY id"
+                ).fetchall()
+                db.executemany(
+                    "INSERT INTO dead (enqueued, severity, data, reason, error, failed) VALUES (?,?,?,?,?,?)",
+                    dead,
+                )
+                self.dead_letters += len(dead)
+                self.dead_bytes += sum(len(d[2]) for d in dead)
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                self._recount()
+                raise
+        except sqlite3.DatabaseError as exc:
+            source.close()
+            if copied:
+                logger.error("sentinel-forwarder: adopting %s failed after copying: %s", other, exc)
+            _quarantine(other, exc)
+            return 0
+        source.close()
+        _remove(other)
+        if copied:
+            logger.info("sentinel-forwarder: adopted %d spooled rows from %s", copied, other.name)
+        return copied
+
+    def _recount(self) -> None:
+        self.rows, self.bytes = self.db.execute(
+            "SELECT COUNT(*), COALESCE(SUM(LENGTH(data)), 0) FROM rows"
+        ).fetchone()
+        self.dead_letters, self.dead_bytes = self.db.execute(
+            "SELECT COUNT(*), COALESCE(SUM(LENGTH(data)), 0) FROM dead"
+        ).fetchone()
+
+    # -- the forwarder's operations --------------------------------------------------------------------
+
+    def append(
+        self,
+        rows: Sequence[tuple[int, bytes]],
+        max_bytes: int,
+        busy: Sequence[tuple[int, int]] = (),
+        now: float | None = None,
+    ) -> Appended:
+        """Store *rows* (severity, JSON) in one transaction, shedding to stay within *max_bytes*.
+
+        When full, the lowest-severity rows go first and, among equals, the oldest: a row never displaces
+        one of higher severity (a new row is shed itself instead). Rows in the id ranges *busy* (being
+        delivered) are never shed.
+        """
+        now = time.time() if now is None else now
+        incoming = sum(len(d) for _, d in rows)
+        excess = self.bytes + self.dead_bytes + incoming - max_bytes
+        keep = [True] * len(rows)
+        shed_stored: dict[int, int] = {}
+        shed_ids: list[int] = []
+        db = self.db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            if excess > 0:
+                excess = self._shed(rows, keep, shed_stored, shed_ids, excess, busy)
+            kept = [(now, s, d) for (s, d), k in zip(rows, keep, strict=True) if k]
+            ids: list[int | None] = [None] * len(rows)
+            if kept:
+                db.executemany("INSERT INTO rows (enqueued, severity, data) VALUES (?, ?, ?)", kept)
+                last = db.execute("SELECT last_insert_rowid()").fetchone()[0]
+                first = last - len(kept) + 1  # one writer, one transaction: the ids are consecutive
+                n = 0
+                for i, k in enumerate(keep):
+                    if k:
+                        ids[i] = first + n
+                        n += 1
+            db.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                db.execute("ROLLBACK")
+            self._recount()
+            raise
+        self.rows += len(kept)
+        self.bytes += sum(len(d) for _, _, d in kept)
+        return Appended(ids, shed_stored, shed_ids)
+
+    def _shed(
+        self,
+        rows: Sequence[tuple[int, bytes]],
+        keep: list[bool],
+        shed_stored: dict[int, int],
+        shed_ids: list[int],
+        excess: int,
+        busy: Sequence[tuple[int, int]],
+    ) -> int:
+        """Pick rows to shed (stored or incoming) by (severity, age) until *excess* bytes are freed."""
+        # Incoming rows by (severity, arrival); stored rows by (severity, id); a stored row is older than any
+        # incoming one, so at equal severity it goes first.
+        order = sorted(range(len(rows)), key=lambda i: (rows[i][0], i))
+        nxt = 0
+        not_busy = " AND ".join("NOT (id BETWEEN ? AND ?)" for _ in busy) or "1"
+        params = [x for r in busy for x in r]
+        cursor = self.db.execute(
+            f"SELECT id, severity, LENGTH(data) FROM rows WHERE {not_busy} ORDER BY severity, id",
+            params,
+        )
+        stored = cursor.fetchone()
+        victims: list[int] = []
+        while excess > 0:
+            new = order[nxt] if nxt < len(order) else None
+            if stored is not None and (new is None or stored[1] <= rows[new][0]):
+                victims.append(stored[0])
+                shed_stored[stored[1]] = shed_stored.get(stored[1], 0) + 1
+                excess -= stored[2]
+                self.rows -= 1
+                self.bytes -= stored[2]
+                stored = cursor.fetchone()
+            elif new is not None:
+                keep[new] = False
+                excess -= len(rows[new][1])
+                nxt += 1
+            else:
+                break  # nothing left to shed: only busy rows and dead letters remain
+        cursor.close()
+        for start in range(0, len(victims), 500):
+            page = victims[start : start + 500]
+            self.db.execute(f"DELETE FROM rows WHERE id IN ({','.join('?' * len(page))})", page)
+        shed_ids.extend(victims)
+        return excess
+
+    def read(self, after: int, limit: int) -> list[tuple[int, bytes]]:
+        """Up to *limit* waiting rows with ids above *after*, oldest first: ``(id, data)``."""
+        return self.db.execute(
+            "SELECT id, data FROM rows WHERE id > ? ORDER BY id LIMIT ?", (after, limit)
+        ).fetchall()
+
+    def settle(
+        self, done: Sequence[int], dead: Sequence[tuple[int, str, str]] = (), *, now: float | None = None
+    ) -> None:
+        """Delete the rows *done* (delivered, or dropped for good); move *dead* ``(id, reason, error)`` rows
+        to the dead letters. One transaction."""
+        if not done and not dead:
+            return
+        now = time.time() if now is None else now
+        db = self.db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for row_id, reason, error in dead:
+                found = db.execute(
+                    "SELECT enqueued, severity, data FROM rows WHERE id = ?", (row_id,)
+                ).fetchone()
+                if found is None:
+                    continue
+                db.execute(
+                    "INSERT INTO dead (enqueued, severity, data, reason, error, failed) VALUES (?,?,?,?,?,?)",
+                    (*found, reason, error, now),
+                )
+                db.execute("DELETE FROM rows WHERE id = ?", (row_id,))
+                self.rows -= 1
+                self.bytes -= len(found[2])
+                self.dead_letters += 1
+                self.dead_bytes += len(found[2])
+            removed = 0
+            freed = 0
+            for ids in _pages(done):
+                marks = ",".join("?" * len(ids))
+                n, size = db.execute(
+                    f"SELECT COUNT(*), COALESCE(SUM(LENGTH(data)), 0) FROM rows WHERE id IN ({marks})",
+                    ids,
+                ).fetchone()
+                db.execute(f"DELETE FROM rows WHERE id IN ({marks})", ids)
+                removed += n
+                freed += size
+            db.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                db.execute("ROLLBACK")
+            self._recount()
+            raise
+        self.rows -= removed
+        self.bytes -= freed
+
+    def expire(self, before: float, busy: Sequence[tuple[int, int]] = ()) -> dict[int, int]:
+        """Delete waiting rows spooled before *before* (not in *busy* id ranges). -> count by severity."""
+        not_busy = "".join(" AND NOT (id BETWEEN ? AND ?)" for _ in busy)
+        params: list[float] = [before, *(x for r in busy for x in r)]
+        db = self.db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            found = db.execute(
+                f"SELECT severity, COUNT(*), COALESCE(SUM(LENGTH(data)), 0) FROM rows "
+                f"WHERE enqueued < ?{not_busy} GROUP BY severity",
+                params,
+            ).fetchall()
+            db.execute(f"DELETE FROM rows WHERE enqueued < ?{not_busy}", params)
+            db.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                db.execute("ROLLBACK")
+            raise
+        for _, n, size in found:
+            self.rows -= n
+            self.bytes -= size
+        return {severity: n for severity, n, _ in found}
+
+    def oldest(self) -> float | None:
+        """``time.time()`` of the oldest waiting row, or ``None``."""
+        row = self.db.execute("SELECT enqueued FROM rows ORDER BY id LIMIT 1").fetchone()
+        return None if row is None else float(row[0])
+
+
+def _pages(ids: Sequence[int], size: int = 500) -> Iterator[Sequence[int]]:
+    for start in range(0, len(ids), size):
+        yield ids[start : start + size]
+
+
+# -- operator commands (the CLI) ---------------------------------------------------------------------------
+
+
+def _alive(db: Path) -> bool:
+    try:
+        lock = _FileLock(_lock_path(db), create=False)
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return True
+    lock.release()
+    return False
+
+
+def _directory(directory: str | os.PathLike[str]) -> Path:
+    path = Path(directory)
+    if not path.is_dir():
+        raise SpoolError(f"{str(path)!r} is not a spool directory")
+    return path
+
+
+def status(directory: str | os.PathLike[str]) -> list[SpoolFileStatus]:
+    """Each spool file in *directory*: rows waiting, their bytes, the oldest, dead letters."""
+    result = []
+    for db_path in _files(_directory(directory)):
+        try:
+            db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=5.0)
+            try:
+                rows, size, oldest = db.execute(
+                    "SELECT COUNT(*), COALESCE(SUM(LENGTH(data)), 0), MIN(enqueued) FROM rows"
+                ).fetchone()
+                (dead,) = db.execute("SELECT COUNT(*) FROM dead").fetchone()
+            finally:
+                db.close()
+        except sqlite3.Error as exc:
+            logger.error("sentinel-forwarder: cannot read spool file %s: %s", db_path, exc)
+            continue
+        result.append(SpoolFileStatus(str(db_path), _alive(db_path), rows, size, oldest, dead))
+    return result
+
+
+def dead_letters(directory: str | os.PathLike[str], *, limit: int | None = None) -> list[DeadLetter]:
+    """The dead letters of every file in *directory*, oldest first."""
+    found: list[DeadLetter] = []
+    for db_path in _files(_directory(directory)):
+        db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=5.0)
+        try:
+            for row in db.execute(
+                "SELECT id, enqueued, severity, reason, error, failed, data FROM dead ORDER BY id"
+            ):
+                data = row[6].decode("utf-8", "replace") if isinstance(row[6], bytes) else str(row[6])
+                row_id, enqueued, severity, reason, error, failed = row[:6]
+                found.append(
+                    DeadLetter(str(db_path), row_id, enqueued, severity, reason, error, failed, data)
+                )
+        finally:
+            db.close()
+    found.sort(key=lambda d: d.failed)
+    return found[:limit] if limit is not None else found
+
+
+def replay(directory: str | os.PathLike[str]) -> int:
+    """Move every dead letter back to delivery: into a new unowned file that the next forwarder (or a
+    running one, within a minute) adopts. -> rows replayed."""
+    path = _directory(directory)
+    moved = 0
+    target = path / f"{_PREFIX}replay-{secrets.token_hex(4)}{_SUFFIX}"
+    lock = _FileLock(_lock_path(target), create=True)  # no forwarder adopts it while it is written
+    try:
+        out = _connect(target, create=True)
+        out.executescript(_SCHEMA)
+        for db_path in _files(path):
+            if db_path == target:
+                continue
+            db = _connect(db_path, create=False)
+            try:
+                db.execute("BEGIN IMMEDIATE")
+                dead = db.execute("SELECT id, enqueued, severity, data FROM dead ORDER BY id").fetchall()
+                out.execute("BEGIN IMMEDIATE")
+                out.executemany(
+                    "INSERT INTO rows (enqueued, severity, data) VALUES (?, ?, ?)", [d[1:] for d in dead]
+                )
+                out.execute("COMMIT")
+                db.execute("DELETE FROM dead")
+                db.execute("COMMIT")
+                moved += len(dead)
+            finally:
+                db.close()
+        out.close()
+    finally:
+        lock.release()
+    if not moved:
+        _remove(target)
+    return moved
+
+
+def purge(directory: str | os.PathLike[str], *, dead_only: bool = True) -> int:
+    """Delete the dead letters (or, with ``dead_only=False``, every waiting row too). -> rows deleted."""
+    deleted = 0
+    for db_path in _files(_directory(directory)):
+        db = _connect(db_path, create=False)
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            deleted += db.execute("DELETE FROM dead").rowcount
+            if not dead_only:
+                deleted += db.execute("DELETE FROM rows").rowcount
+            db.execute("COMMIT")
+        finally:
+            db.close()
+    return deleted
+
+
+def row_json(data: bytes | str) -> dict[str, object]:
+    """A spooled row's columns."""
+    value = json.loads(data)
+    if not isinstance(value, dict):
+        raise ValueError("a spooled row is not a JSON object")
+    return value

@@ -1,0 +1,456 @@
+"""The pump of a :class:`~sentinel_forwarder.BufferingForwarder` with a spool (``spool=directory``).
+
+Data flows one way: buffer → transform → commit to the spool (group commits, on one worker thread) → batches
+read back in id order (from memory while delivery keeps up, from disk after a restart, an outage or a shed)
+→ the sink → the rows are deleted once the service said yes. What the sink reports per row decides each
+row's fate:
+
+- delivered, or dropped for a reason that retrying cannot change (the sink says so): deleted;
+- refused by the service (``rejected``, ``too_large``, ``invalid_row``, ``sink_error``): moved to the dead
+  letters with the service's answer;
+- anything that may heal (``retries_exhausted``, ``unauthorized``, ``not_found``, ``credential_error``,
+  ``unreachable``, unconfirmed, abandoned at the drain deadline): kept. Delivery then pauses with capped,
+  jittered backoff (:data:`RETRY_FIRST` doubling to :data:`RETRY_MAX`), rewinds to the oldest row and probes
+  with one batch at a time until one gets through.
+
+The forwarder's counters stay exact: a row is counted once, when its fate is final (sent, dropped by reason,
+or still spooled at close). Rows found in the spool at start (an earlier run, a dead process) are counted as
+``recovered``.
+"""
+
+from __future__ import annotations
+
+__all__ = ["RETRY_FIRST", "RETRY_MAX", "SpoolPump"]
+
+import json
+import logging
+import random
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Final
+
+import anyio
+from anyio.abc import TaskGroup
+
+from ._entry import AuditEntry, Severity
+from ._protocol import DropReason, RowOutcome, SendResult
+from ._spool import Appended, Spool
+from ._workers import DaemonWorkers
+
+if TYPE_CHECKING:
+    from ._buffering import BufferingForwarder
+
+logger = logging.getLogger("sentinel_forwarder")
+
+#: After a delivery from the spool fails in a way that may heal, the first pause; it doubles per failure.
+RETRY_FIRST: Final = 1.0
+#: The longest pause between delivery attempts while the service keeps failing.
+RETRY_MAX: Final = 60.0
+#: Expired rows are deleted, dead processes' files adopted and counters checked this often (seconds).
+MAINTENANCE_INTERVAL: Final = 60.0
+#: Rows taken from the buffer for one group commit, at most.
+COMMIT_ROWS: Final = 10_000
+
+#: Outcomes that keep a row spooled, to be retried.
+KEEP: Final[frozenset[RowOutcome]] = frozenset(
+    {
+        "retries_exhausted",
+        "unauthorized",
+        "not_found",
+        "credential_error",
+        "unreachable",
+        "unconfirmed",
+        "shutdown_timeout",
+    }
+)
+#: Outcomes that move a row to the dead letters.
+DEAD: Final[frozenset[RowOutcome]] = frozenset({"rejected", "too_large", "invalid_row", "sink_error"})
+
+_Batch = tuple[list[int], list[AuditEntry]]
+
+
+class SpoolPump:
+    """Runs the pump of *forwarder* through *spool*. Belongs to one run of the forwarder."""
+
+    def __init__(
+        self, forwarder: BufferingForwarder, directory: str, *, max_bytes: int, max_age: float
+    ) -> None:
+        self._fw = forwarder
+        self.spool = Spool(directory)
+        self._max_bytes = max_bytes
+        self._max_age = max_age
+        self._worker = DaemonWorkers(1, name="sentinel-forwarder-spool")
+        # Persisted rows not yet handed to the sink, in id order, while the disk holds nothing newer that
+        # is missing here (else ``_from_disk`` and the cache is empty). (id, entry, monotonic time)
+        self._cache: deque[tuple[int, AuditEntry, float]] = deque()
+        self._from_disk = True
+        self._cursor = 0  # the highest id handed to the sink (or dead-lettered unread)
+        #: Batches at the sink: first id -> (first id, last id, rows). No other waiting row has an id between.
+        self._busy: dict[int, tuple[int, int, int]] = {}
+        self._rewind = False  # a delivery failed: start again from the oldest row once none is in flight
+        self._probing = False  # one batch at a time until one gets through
+        self._failures = 0
+        self._backoff_until = 0.0
+        self._maintained = 0.0
+        #: Rows taken over from earlier runs and dead processes.
+        self.recovered = 0
+        self.oldest: float | None = None  # time.time() of the oldest spooled row
+        self._kept_logged = 0.0
+        # forward_durable(): positions of rows committed (or settled otherwise) through this many taken rows
+        self.durable_through = 0
+        self._durable_waiters: list[tuple[int, Callable[[bool], None]]] = []
+        self._failed_positions: set[int] = set()
+        self._waiters_lock = threading.Lock()
+
+    # -- spool operations, on the spool's own thread ----------------------------------------------------
+
+    async def _io(self, fn: Callable[..., object], *args: object) -> object:
+        # Shielded: a commit or a delete that has begun completes, so the counts say what the disk holds.
+        with anyio.CancelScope(shield=True):
+            result = await self._worker.run(fn, *args, cancel=threading.Event())
+        return result
+
+    async def open(self) -> None:
+        """Open the spool and take over what earlier runs and dead processes left.
+
+        :raises SpoolError: if the directory cannot be used.
+        """
+        await self._io(self.spool.open)
+        await self._maintain(force=True)
+
+    async def close(self) -> None:
+        try:
+            await self._io(self.spool.close)
+        finally:
+            self._worker.close()
+            self.resolve_durable(None)
+
+    def reset_after_fork(self) -> None:
+        self.spool.forget()
+
+    # -- forward_durable -------------------------------------------------------------------------------
+
+    def wait_durable(self, position: int, callback: Callable[[bool], None]) -> None:
+        """Call ``callback(committed)`` once the row taken at *position* is committed (or will never be)."""
+        with self._waiters_lock:
+            if position > self.durable_through:
+                self._durable_waiters.append((position, callback))
+                return
+            ok = position not in self._failed_positions
+        callback(ok)
+
+    def resolve_durable(self, failed: set[int] | None) -> None:
+        """Wake the waiters whose rows are settled; ``None``: the pump stopped, wake them all."""
+        with self._waiters_lock:
+            if failed is not None:
+                self._failed_positions = failed
+            waiters = self._durable_waiters
+            if failed is None:
+                ready, self._durable_waiters = waiters, []
+            else:
+                ready = [w for w in waiters if w[0] <= self.durable_through]
+                self._durable_waiters = [w for w in waiters if w[0] > self.durable_through]
+        for position, callback in ready:
+            callback(failed is not None and position not in failed)
+
+    # -- the pump --------------------------------------------------------------------------------------
+
+    async def run(self, tg: TaskGroup) -> None:
+        fw = self._fw
+        while True:
+            fw._drop_log.flush_due()
+            if fw._queue:
+                await self._commit()
+                continue
+            await self._maintain()
+            closing = not fw._accepting
+            wait = self._due(closing)
+            if wait == 0:
+                batch = await self._take()
+                if batch is not None:
+                    ids = batch[0]
+                    self._busy[ids[0]] = (ids[0], ids[-1], len(ids))
+                    tg.start_soon(self._deliver, batch)
+                continue
+            if closing and not self._busy and (wait is None or self._backoff_until > time.monotonic()):
+                break  # all delivered, or the service is failing: what is left waits in the spool
+            self._check_flushes()
+            fw._wakeup = event = anyio.Event()
+            timeout = fw._max_interval if wait is None else wait
+            with anyio.move_on_after(min(timeout, fw._drop_log.due_in())):
+                await event.wait()
+        self._check_flushes()
+
+    def _busy_ranges(self) -> list[tuple[int, int]]:
+        return [(lo, hi) for lo, hi, _ in self._busy.values()]
+
+    def _due(self, closing: bool) -> float | None:
+        """0 if a batch can be taken now; else seconds until one may be (``None``: nothing to send)."""
+        fw = self._fw
+        limit = 1 if self._probing else fw._max_in_flight
+        if len(self._busy) >= limit:
+            return fw._max_interval  # a settling delivery wakes the pump
+        now = time.monotonic()
+        if self._backoff_until > now:
+            return self._backoff_until - now if self.spool.rows else None
+        if self._rewind:
+            if self._busy:
+                return fw._max_interval
+            self._rewind = False
+            self._cursor = 0
+            self._cache.clear()
+            self._from_disk = True
+        if self._from_disk:  # rows not being delivered are on disk beyond the cursor
+            return 0 if self.spool.rows > sum(n for _, _, n in self._busy.values()) else None
+        if not self._cache:
+            return None
+        if len(self._cache) >= fw._max_batch_size or closing or fw._flush_waiters:
+            return 0
+        return max(self._cache[0][2] + fw._max_interval - now, 0.0)
+
+    async def _take(self) -> _Batch | None:
+        fw = self._fw
+        if not self._from_disk:
+            n = min(len(self._cache), fw._max_request_rows)
+            taken = [self._cache.popleft() for _ in range(n)]
+            self._cursor = taken[-1][0]
+            return [t[0] for t in taken], [t[1] for t in taken]
+        rows = await self._io(self.spool.read, self._cursor, fw._max_request_rows)
+        assert isinstance(rows, list)
+        if len(rows) < fw._max_request_rows:
+            self._from_disk = False  # caught up: from now on, committed rows are sent from memory
+        if not rows:
+            return None
+        self._cursor = rows[-1][0]
+        ids: list[int] = []
+        entries: list[AuditEntry] = []
+        unreadable: list[tuple[int, str, str]] = []
+        for row_id, data in rows:
+            try:
+                entries.append(AuditEntry.from_row(json.loads(data)))
+                ids.append(row_id)
+            except Exception as exc:  # a row this version cannot read: keep it for an operator
+                unreadable.append((row_id, "invalid_row", f"the spooled row cannot be read: {exc}"))
+        if unreadable:
+            await self._io(self.spool.settle, (), unreadable)
+            self._count(SendResult.failed("invalid_row", len(unreadable), unreadable[-1][2]))
+        return (ids, entries) if ids else None
+
+    # -- committing --------------------------------------------------------------------------------------
+
+    async def _commit(self) -> None:
+        fw = self._fw
+        with fw._lock:
+            n = min(len(fw._queue), COMMIT_ROWS)
+            start = fw._removed
+            fw._removed += n
+            batch = [fw._queue.popleft() for _ in range(n)]
+        rows, filtered, kept = fw._apply_transform(batch)
+        failed: set[int] = {start + 1 + i for i in range(n)} - {start + 1 + i for i in kept}
+        if filtered:
+            with fw._lock:
+                fw._filtered += filtered
+        records: list[tuple[int, bytes]] = []
+        entries: list[AuditEntry] = []
+        positions: list[int] = []
+        for entry, i in zip(rows, kept, strict=True):
+            try:
+                data = json.dumps(
+                    entry.to_row(), ensure_ascii=False, separators=(",", ":"), allow_nan=False
+                ).encode("utf-8")
+            except Exception as exc:  # cannot be stored or sent: this row alone
+                failed.add(start + 1 + i)
+                self._count(
+                    SendResult.failed("invalid_row", 1, f"row Id {entry.id!r} is not valid JSON: {exc}")
+                )
+                continue
+            records.append((int(entry.severity), data))
+            entries.append(entry)
+            positions.append(start + 1 + i)
+        if records:
+            try:
+                appended = await self._io(self.spool.append, records, self._max_bytes, self._busy_ranges())
+            except Exception as exc:  # the disk failed: these rows are lost, say so
+                fw._errors.error("sentinel-forwarder: could not write to the spool", exc)
+                self._count(SendResult.failed("sink_error", len(records), f"spool write failed: {exc}"))
+                failed.update(positions)
+            else:
+                self._remember(appended, entries, positions, failed)
+        self.durable_through = start + n
+        self.resolve_durable(failed)
+        fw._set_wakeup()
+
+    def _remember(
+        self, appended: object, entries: list[AuditEntry], positions: list[int], failed: set[int]
+    ) -> None:
+        assert isinstance(appended, Appended)
+        now = time.monotonic()
+        shed: dict[int, int] = dict(appended.shed_stored)
+        if appended.shed_ids:
+            self._cache.clear()  # rows may have left the middle of what is cached
+            self._from_disk = True
+        fits = not self._from_disk and len(self._cache) + len(entries) <= self._fw._capacity
+        for entry, row_id, position in zip(entries, appended.ids, positions, strict=True):
+            if row_id is None:
+                failed.add(position)
+                shed[int(entry.severity)] = shed.get(int(entry.severity), 0) + 1
+            elif fits:
+                self._cache.append((row_id, entry, now))
+        if not fits and not self._from_disk:
+            self._cache.clear()  # delivery is behind: read back from disk when it catches up
+            self._from_disk = True
+        if self.oldest is None and self.spool.rows:
+            self.oldest = time.time()
+        for severity, count in shed.items():
+            self._count_shed(Severity(severity), count)
+
+    def _count_shed(self, severity: Severity, count: int) -> None:
+        fw = self._fw
+        with fw._lock:
+            fw._dropped["shed"] += count
+        detail = (
+            f"the spool is full (spool_max_bytes={self._max_bytes:,}): {count} {severity.label}-severity "
+            "rows shed to make room for rows of higher severity or newer ones"
+        )
+        fw._on_dropped("shed", count, detail, severity=severity)
+
+    # -- delivering --------------------------------------------------------------------------------------
+
+    async def _deliver(self, batch: _Batch) -> None:
+        fw = self._fw
+        ids, entries = batch
+        result: SendResult | None = None
+        try:
+            started = time.perf_counter()
+            with fw._work_scope():
+                from ._buffering import _reconcile
+
+                result = _reconcile(await fw._inner.send_batch(entries), len(entries))
+                fw._sink_failures = 0
+            if result is not None:
+                await self._settle(ids, result, time.perf_counter() - started)
+            # else: abandoned at the drain deadline; the rows stay spooled for the next run
+        except BaseException as exc:
+            fw._sink_failures += 1
+            fw._errors.error("sentinel-forwarder: the sink raised; its batch goes to the dead letters", exc)
+            text = f"the sink raised {type(exc).__name__}: {exc}"
+            await self._settle(ids, SendResult.failed("sink_error", len(ids), text), 0.0)
+            from ._buffering import _INTERRUPTS
+
+            if isinstance(exc, _INTERRUPTS) and threading.current_thread() is threading.main_thread():
+                raise
+        finally:
+            del self._busy[ids[0]]
+            fw._set_wakeup()
+
+    async def _settle(self, ids: list[int], result: SendResult, elapsed: float) -> None:
+        outcomes = result.row_outcomes()
+        done: list[int] = []
+        dead: list[tuple[int, str, str]] = []
+        kept = 0
+        sent = 0
+        dropped: dict[DropReason, int] = {}
+        if outcomes is None:  # mixed, and the sink did not say which rows: keep all if any may heal
+            if result.unconfirmed or any(r in KEEP for r, n in result.dropped.items() if n):
+                kept = len(ids)
+            else:
+                done = ids
+                sent = result.sent
+                dropped = {r: n for r, n in result.dropped.items() if n}
+        else:
+            for i, (row_id, outcome) in enumerate(zip(ids, outcomes, strict=True)):
+                if outcome == "sent":
+                    done.append(row_id)
+                    sent += 1
+                elif outcome in KEEP:
+                    kept += 1
+                else:
+                    reason: DropReason = outcome  # type: ignore[assignment]
+                    dropped[reason] = dropped.get(reason, 0) + 1
+                    if outcome in DEAD:
+                        error = result.row_errors.get(i) or result.error_for(reason) or reason
+                        dead.append((row_id, outcome, error))
+                    else:
+                        done.append(row_id)
+        await self._io(self.spool.settle, done, dead)
+        self.oldest = await self._io(self.spool.oldest)  # type: ignore[assignment]
+        errors = {r: e for r, e in result.errors.items() if r in dropped}
+        counted = SendResult(
+            sent,
+            MappingProxyType(dropped),
+            result.error if dropped else None,
+            errors=MappingProxyType(errors),
+        )
+        if counted.total:
+            self._count(counted, elapsed)
+        if kept:
+            self._failed(kept, result)
+        else:
+            self._succeeded()
+
+    def _count(self, result: SendResult, elapsed: float = 0.0) -> None:
+        self._fw._account(result)
+        self._fw._report(result, elapsed)
+
+    def _failed(self, kept: int, result: SendResult) -> None:
+        now = time.monotonic()
+        if not self._rewind:  # the first failure since the last rewind sets the pause
+            self._failures += 1
+            limit = min(RETRY_MAX, RETRY_FIRST * 2 ** (self._failures - 1))
+            self._backoff_until = now + limit / 2 + random.random() * limit / 2
+        self._rewind = True
+        self._probing = True
+        if now - self._kept_logged >= 60.0 or self._failures == 1:
+            self._kept_logged = now
+            logger.warning(
+                "sentinel-forwarder: %d rows stay in the spool and will be retried in %.0f s (%s); "
+                "%d rows are spooled",
+                kept,
+                max(self._backoff_until - now, 0.0),
+                result.error,
+                self.spool.rows,
+            )
+
+    def _succeeded(self) -> None:
+        if self._probing and not self._rewind:
+            self._probing = False
+            self._failures = 0
+
+    # -- maintenance and flush -------------------------------------------------------------------------
+
+    async def _maintain(self, *, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._maintained < MAINTENANCE_INTERVAL:
+            return
+        self._maintained = now
+        adopted = await self._io(self.spool.adopt)
+        assert isinstance(adopted, int)
+        if adopted:
+            self.recovered += adopted
+            self._cache.clear()
+            self._from_disk = True
+        expired = await self._io(self.spool.expire, time.time() - self._max_age, self._busy_ranges())
+        assert isinstance(expired, dict)
+        if expired:
+            self._cache.clear()
+            self._from_disk = True
+            for severity, count in expired.items():
+                fw = self._fw
+                with fw._lock:
+                    fw._dropped["expired"] += count
+                fw._on_dropped(
+                    "expired",
+                    count,
+                    f"{count} {Severity(severity).label}-severity rows waited in the spool longer than "
+                    f"spool_max_age ({self._max_age:,.0f} s)",
+                )
+        self.oldest = await self._io(self.spool.oldest)  # type: ignore[assignment]
+
+    def _check_flushes(self) -> None:
+        fw = self._fw
+        if not fw._queue and not self.spool.rows:
+            for _, event in fw._flush_waiters:
+                event.set()
