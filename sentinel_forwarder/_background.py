@@ -173,6 +173,32 @@ class BackgroundForwarder:
         """Offer *entry*; see :meth:`BufferingForwarder.forward`."""
         return self.forwarder.forward(entry)
 
+    def forward_durable(self, entry: AuditEntry, *, timeout: float | None = 5.0) -> bool:
+        """Offer *entry* and block until it is committed to the spool, at most *timeout* seconds; see
+        :meth:`BufferingForwarder.forward_durable`. Not on the forwarder's own thread.
+
+        :returns: ``True`` once the row is on disk (or was filtered out); ``False`` if it was dropped or
+            *timeout* passed first.
+        :raises RuntimeError: without a spool, or on the forwarder's own thread.
+        """
+        if threading.current_thread() is self._thread:
+            raise RuntimeError("forward_durable() blocks; on the forwarder's own loop await it instead")
+        position = self.forwarder._offer_durable(entry)
+        if isinstance(position, bool):
+            return position
+        pump = self.forwarder._spool_pump
+        assert pump is not None
+        done = threading.Event()
+        outcome: list[bool] = []
+
+        def settle(ok: bool) -> None:
+            outcome.append(ok)
+            done.set()
+
+        pump.wait_durable(position, settle)
+        done.wait(timeout)
+        return bool(outcome and outcome[0])
+
     def statistics(self) -> ForwarderStatistics:
         """The forwarder's counters now."""
         return self.forwarder.statistics()

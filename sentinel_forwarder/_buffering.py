@@ -34,9 +34,9 @@ import random
 import threading
 import time
 import weakref
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import MappingProxyType, TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -950,6 +950,8 @@ def _reconcile(result: Any, count: int) -> SendResult:
         )
     known = all(r in DROP_REASONS and n >= 0 for r, n in result.dropped.items())
     if known and result.total == count and result.sent >= 0 and result.unconfirmed >= 0:
+        if result.outcomes is not None and not _outcomes_agree(result):
+            return replace(result, outcomes=None)  # unusable: a spool then treats the batch as a whole
         return result
     left = count
 
@@ -971,6 +973,18 @@ def _reconcile(result: Any, count: int) -> SendResult:
         dropped["sink_error"] = dropped.get("sink_error", 0) + left
         errors["sink_error"] = message
     return SendResult(sent, MappingProxyType(dropped), result.error or message, unconfirmed, errors)
+
+
+def _outcomes_agree(result: SendResult) -> bool:
+    """Whether a result's per-row outcomes add up to its counts."""
+    outcomes = result.outcomes or ()
+    counts: Counter[str] = Counter(outcomes)
+    expected: Counter[str] = Counter({r: n for r, n in result.dropped.items() if n})
+    if result.sent:
+        expected["sent"] = result.sent
+    if result.unconfirmed:
+        expected["unconfirmed"] = result.unconfirmed
+    return len(outcomes) == result.total and counts == expected
 
 
 def _after_fork_in_child() -> None:

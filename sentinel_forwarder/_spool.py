@@ -35,6 +35,7 @@ import os
 import secrets
 import sqlite3
 import sys
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -64,6 +65,19 @@ CREATE TABLE IF NOT EXISTS dead (
 """
 #: Rows copied per statement when adopting a dead process's file.
 _COPY_PAGE = 2_000
+#: Files owned by spools of this process. A POSIX record lock does not keep out the process that holds it,
+#: and closing any descriptor of the file would release it: a file listed here is never opened to be locked.
+_owned: set[str] = set()
+_owned_lock = threading.Lock()
+
+
+def _new_owned_lock() -> None:  # a lock another thread held at fork time stays held in the child
+    global _owned_lock
+    _owned_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_new_owned_lock)
 
 
 class SpoolError(OSError):
@@ -198,7 +212,9 @@ class Spool:
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
             name = f"{_PREFIX}{os.getpid()}-{secrets.token_hex(4)}{_SUFFIX}"
-            path = self.directory / name
+            path = self.path = self.directory / name
+            with _owned_lock:
+                _owned.add(str(path.absolute()))
             self._lock = _FileLock(_lock_path(path), create=True)
             self._db = _connect(path, create=True)
             self._db.executescript(_SCHEMA)
@@ -208,7 +224,6 @@ class Spool:
                 f"the spool directory {str(self.directory)!r} cannot be used: {exc} "
                 "(it must be a writable directory; it is created if missing)"
             ) from exc
-        self.path = path
 
     def close(self) -> None:
         """Close the file and release its lock; its rows wait for the next forwarder. Idempotent."""
@@ -219,6 +234,9 @@ class Spool:
         lock, self._lock = self._lock, None
         if lock is not None:
             lock.release()
+        if self.path is not None:
+            with _owned_lock:
+                _owned.discard(str(self.path.absolute()))
 
     def forget(self) -> None:
         """In a forked child: drop the parent's connection and lock without touching them."""
@@ -240,8 +258,9 @@ class Spool:
         """
         adopted = 0
         for other in _files(self.directory):
-            if other == self.path:
-                continue
+            with _owned_lock:
+                if str(other.absolute()) in _owned:
+                    continue  # this process's own, maybe another forwarder's
             try:
                 lock = _FileLock(_lock_path(other), create=False)
             except FileNotFoundError:
@@ -501,6 +520,9 @@ def _pages(ids: Sequence[int], size: int = 500) -> Iterator[Sequence[int]]:
 
 
 def _alive(db: Path) -> bool:
+    with _owned_lock:
+        if str(db.absolute()) in _owned:
+            return True
     try:
         lock = _FileLock(_lock_path(db), create=False)
     except FileNotFoundError:

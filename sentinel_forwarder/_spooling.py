@@ -403,6 +403,8 @@ class SpoolPump:
             self._backoff_until = now + limit / 2 + random.random() * limit / 2
         self._rewind = True
         self._probing = True
+        with self._fw._lock:
+            self._fw._last_error = result.error
         if now - self._kept_logged >= 60.0 or self._failures == 1:
             self._kept_logged = now
             logger.warning(
