@@ -48,6 +48,10 @@ def down(entries: Sequence[AuditEntry]) -> SendResult:
     return SendResult.failed("retries_exhausted", len(entries), "HTTP 503 (ServiceUnavailable)")
 
 
+def files(directory: Path, pattern: str = "spool-*.sqlite3") -> list[str]:
+    return sorted(p.name for p in directory.glob(pattern))
+
+
 def spooled_ids(directory: Path) -> list[str]:
     ids = []
     for path in sorted(directory.glob("spool-*.sqlite3")):
@@ -326,7 +330,7 @@ async def test_a_corrupt_spool_file_is_moved_aside_and_logged(
             fwd.forward(AuditEntry("still works"))
             assert await fwd.flush(60) == 0
     assert len(sink.rows) == 1
-    assert list(tmp_path.glob("spool-1-deadbeef.sqlite3.*.corrupt"))
+    assert files(tmp_path, "spool-1-deadbeef.sqlite3.*.corrupt")
     assert any("cannot be read" in r.getMessage() for r in caplog.records)
 
 
@@ -339,16 +343,16 @@ async def test_live_forwarders_share_a_directory_and_a_later_one_adopts_their_fi
         for e in entries(4, prefix="b"):
             assert await f2.forward_durable(e)
         assert f1.statistics().recovered == f2.statistics().recovered == 0  # neither took the other's
-        assert len(list(tmp_path.glob("spool-*.sqlite3"))) == 2
+        assert len(files(tmp_path)) == 2
     sink = RecordingForwarder()
     async with BufferingForwarder(sink, spool=tmp_path, max_interval=0.01) as f3:
         assert await f3.flush(60) == 0
     assert f3.statistics().recovered == 9 and len(sink.rows) == 9
-    assert [p.name for p in tmp_path.glob("spool-*.sqlite3")] == [f3._spool_pump.spool.path.name]  # type: ignore[union-attr]
+    assert files(tmp_path) == [f3._spool_pump.spool.path.name]  # type: ignore[union-attr]
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL")
-async def test_the_file_of_a_killed_process_is_adopted(tmp_path: Path) -> None:
+def test_the_file_of_a_killed_process_is_adopted(tmp_path: Path) -> None:
     """A real process commits rows with forward_durable, then is killed with SIGKILL."""
     import subprocess
 
@@ -357,7 +361,8 @@ import os, signal
 from sentinel_forwarder import AuditEntry, BackgroundForwarder, BufferingForwarder, SendResult
 from sentinel_forwarder.testing import RecordingForwarder
 down = lambda rows: SendResult.failed("retries_exhausted", len(rows), "down")
-bg = BackgroundForwarder(BufferingForwarder(RecordingForwarder(outcome=down), spool={str(tmp_path)!r})).start()
+sink = RecordingForwarder(outcome=down)
+bg = BackgroundForwarder(BufferingForwarder(sink, spool={str(tmp_path)!r})).start()
 for i in range(25):
     assert bg.forward_durable(AuditEntry(f"k{{i}}"), timeout=30)
 os.kill(os.getpid(), signal.SIGKILL)
@@ -365,7 +370,8 @@ os.kill(os.getpid(), signal.SIGKILL)
     proc = subprocess.run([sys.executable, "-c", script], timeout=120, check=False)
     assert proc.returncode == -9
     sink = RecordingForwarder()
-    async with BufferingForwarder(sink, spool=tmp_path, max_interval=0.01) as fwd:
-        assert await fwd.flush(60) == 0
+    bg = BackgroundForwarder(BufferingForwarder(sink, spool=tmp_path, max_interval=0.01)).start()
+    assert bg.flush(60) == 0
+    stats = bg.close()
     assert [e.summary for e in sink.rows] == [f"k{i}" for i in range(25)]
-    assert fwd.statistics().recovered == 25
+    assert stats.recovered == 25 and stats.sent == 25
