@@ -93,6 +93,9 @@ _PARSERS: Mapping[str, Callable[[str], Any]] = {
     "min_severity": _severity,
     "connection_verify": _verify,
     "drain_on_sigterm": _flag,
+    "spool": _text,
+    "spool_max_bytes": _positive_int,
+    "spool_max_age": _positive_float,
 }
 
 
@@ -114,6 +117,9 @@ class ForwarderSettings:
     min_severity: Severity = Severity.NONE
     connection_verify: bool | str = True
     drain_on_sigterm: bool = False
+    spool: str | None = None  # a directory: the durable spool is off without one
+    spool_max_bytes: int = 1 << 30  # BufferingForwarder's DEFAULT_SPOOL_MAX_BYTES
+    spool_max_age: float = 86_400.0  # BufferingForwarder's DEFAULT_SPOOL_MAX_AGE
 
     @classmethod
     def resolve(

@@ -61,6 +61,9 @@ def _build(
         drain_timeout=settings.drain_timeout,
         min_severity=settings.min_severity,
         transform=transform,
+        spool=settings.spool,
+        spool_max_bytes=settings.spool_max_bytes,
+        spool_max_age=settings.spool_max_age,
     )
 
 
@@ -84,6 +87,9 @@ def add_sentinel_forwarder(
     connection_verify: bool | str | None = None,
     transform: Transform | None = None,
     drain_on_sigterm: bool | None = None,
+    spool: str | None = None,
+    spool_max_bytes: int | None = None,
+    spool_max_age: float | None = None,
     environ: Mapping[str, str] | None = None,
     backend: Literal["asyncio", "trio"] = "asyncio",
 ) -> Any:
@@ -108,6 +114,8 @@ def add_sentinel_forwarder(
     :param environ: read settings from this mapping instead of ``os.environ``.
     :param drain_on_sigterm: no-app mode: on SIGTERM, drain, then let the previous handler or the default
         action run (docs/deployment.md). Off by default.
+    :param spool: a directory for the durable spool (docs/durability.md); ``spool_max_bytes`` and
+        ``spool_max_age`` bound it. An unusable directory fails at startup.
     :param backend: the background thread's event loop (no-app mode).
     :raises ConfigurationError: at startup, naming a missing or malformed setting.
     """
@@ -128,6 +136,9 @@ def add_sentinel_forwarder(
         min_severity=min_severity,
         connection_verify=connection_verify,
         drain_on_sigterm=drain_on_sigterm,
+        spool=spool,
+        spool_max_bytes=spool_max_bytes,
+        spool_max_age=spool_max_age,
     )
     buffered = _build(settings, credential, forwarder, transform)
     if app is None:

@@ -74,6 +74,7 @@ _owned_lock = threading.Lock()
 def _new_owned_lock() -> None:  # a lock another thread held at fork time stays held in the child
     global _owned_lock
     _owned_lock = threading.Lock()
+    _owned.clear()  # the parent's files are the parent's: adopted like any other if it dies
 
 
 if hasattr(os, "register_at_fork"):

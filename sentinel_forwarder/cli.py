@@ -219,6 +219,10 @@ from sentinel_forwarder._demo import demo  # noqa: E402  (registered after main 
 
 main.add_command(demo)
 
+from sentinel_forwarder._spool_cli import spool  # noqa: E402
+
+main.add_command(spool)
+
 
 if __name__ == "__main__":
     main()
