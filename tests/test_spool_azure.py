@@ -1,0 +1,73 @@
+"""The spool with the real SDK and the emulator: outages and refused rows, end to end."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from azure_helpers import landed_ids, rows, sink_for
+
+from sentinel_forwarder import AuditEntry, BufferingForwarder, _spool, _spooling
+from sentinel_forwarder._schema import AUDIT_TABLE, Column
+from sentinel_forwarder.emulator import Emulator
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture(autouse=True)
+def fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_spooling, "RETRY_FIRST", 0.01)
+    monkeypatch.setattr(_spooling, "RETRY_MAX", 0.05)
+
+
+@pytest.mark.parametrize("status", [403, 503])
+async def test_an_outage_delivers_every_row_once_in_age_order_when_it_ends(
+    emu: Emulator, tmp_path: Path, status: int
+) -> None:
+    """403 (a role assignment not yet applied) or 503 past the retry budget: nothing is dropped."""
+    emu.faults.fail_next(40, status)
+    entries = rows(1000)
+    sink = sink_for(emu, retry_timeout=1.0, max_retries=2)
+    async with BufferingForwarder(sink, spool=tmp_path, max_batch_size=100, max_interval=0.01) as fwd:
+        for e in entries:
+            fwd.forward(e)
+        assert await fwd.flush(120) == 0
+    stats = fwd.statistics()
+    assert stats.sent == 1000 and stats.dropped == {} and stats.spooled == 0
+    assert landed_ids(emu) == [e.id for e in entries]
+
+
+@pytest.fixture(scope="module")
+def typed() -> Iterator[Emulator]:
+    """An emulator whose DCR declares an extra int column, Score: a string there is refused (400)."""
+    from sentinel_forwarder.emulator._dcr import DataCollectionRule
+
+    schema = AUDIT_TABLE.with_columns([Column("Score", "int")])
+    rule = DataCollectionRule.from_properties(
+        schema.dcr_properties(), name="scored", immutable_id="dcr-" + "5d" * 16
+    )
+    with Emulator(dcrs=[rule]) as emu:
+        yield emu
+
+
+async def test_one_malformed_row_among_a_thousand_becomes_a_dead_letter(
+    typed: Emulator, tmp_path: Path
+) -> None:
+    typed.reset()
+    entries = [AuditEntry(f"r{i}", extra={"Score": i}) for i in range(999)]
+    poison = AuditEntry("malformed", extra={"Score": "not a number"})
+    entries.insert(500, poison)
+    sink = sink_for(typed, rule_id="dcr-" + "5d" * 16)
+    async with BufferingForwarder(sink, spool=tmp_path, max_batch_size=1000, max_interval=0.01) as fwd:
+        for e in entries:
+            fwd.forward(e)
+        assert await fwd.flush(120) == 0
+    stats = fwd.statistics()
+    assert stats.sent == 999 and stats.dropped == {"rejected": 1} and stats.dead_letters == 1
+    assert sorted(landed_ids(typed)) == sorted(e.id for e in entries if e is not poison)
+    assert typed.stats().requests <= 1 + 2 * math.ceil(math.log2(1000))
+    [letter] = _spool.dead_letters(tmp_path)
+    assert _spool.row_json(letter.row)["Id"] == poison.id
+    assert letter.error.startswith("HTTP 400") and "Score" in letter.error  # the service's own answer
