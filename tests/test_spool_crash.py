@@ -92,5 +92,6 @@ def test_kill_9_twenty_times_loses_no_durably_forwarded_row(emu: Emulator, tmp_p
     lost = len(window - set(landed))
     print(
         f"\nkill -9 x{KILLS}: every durably forwarded row landed; {duplicates} duplicates by Id; "
-        f"{lost} of the {len(window)} rows forwarded after a run's last confirmation were lost"
+        f"at most {lost} rows offered with forward() were lost (of the {len(window)} after each run's last "
+        "confirmation, most of them not yet offered when the kill came)"
     )
