@@ -11,6 +11,7 @@ __all__ = ["add_sentinel_forwarder"]
 
 import contextlib
 import logging
+import os
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any, Literal
 
@@ -70,7 +71,7 @@ def add_sentinel_forwarder(
     endpoint: str | None = None,
     rule_id: str | None = None,
     stream_name: str | None = None,
-    credential: TokenCredential | None = None,
+    credential: TokenCredential | str | None = None,
     forwarder: AuditForwarder | None = None,
     cloud: str | None = None,
     max_batch_size: int | None = None,
@@ -103,7 +104,10 @@ def add_sentinel_forwarder(
     :param forwarder: a ready-made forwarder. A :class:`BufferingForwarder` is used as it is (its own batching
         options win); any other :class:`AuditForwarder` (your own sink) is wrapped in one built from the
         settings. Endpoint and rule id are then not needed.
-    :param credential: for the Azure sink; ``None`` means ``DefaultAzureCredential``.
+    :param credential: for the Azure sink: an azure-core ``TokenCredential``, or the name of one
+        (``SENTINEL_FORWARDER_CREDENTIAL``: ``default``, ``managed-identity``, ``workload-identity``,
+        ``environment``, ``azure-cli`` or ``emulator``, docs/configuration.md); ``None`` means the
+        environment variable, else ``DefaultAzureCredential``.
     :param transform: see :class:`BufferingForwarder`.
     :param environ: read settings from this mapping instead of ``os.environ``.
     :param drain_on_sigterm: no-app mode: on SIGTERM, drain, then let the previous handler or the default
@@ -128,14 +132,22 @@ def add_sentinel_forwarder(
         min_severity=min_severity,
         connection_verify=connection_verify,
         drain_on_sigterm=drain_on_sigterm,
+        credential=credential if isinstance(credential, str) else None,
     )
-    buffered = _build(settings, credential, forwarder, transform)
+    token_credential = None if isinstance(credential, str) else credential
+    if token_credential is None and forwarder is None:
+        from ._credentials import make_credential
+
+        token_credential = make_credential(
+            settings.credential, cloud=settings.cloud, environ=os.environ if environ is None else environ
+        )
+    buffered = _build(settings, token_credential, forwarder, transform)
     if app is None:
         return BackgroundForwarder(
             buffered, backend=backend, drain_on_sigterm=settings.drain_on_sigterm
         ).start()
     # A forwarder is one-shot; a later lifespan needs a new one, which only settings can make.
-    rebuild = (lambda: _build(settings, credential, None, transform)) if forwarder is None else None
+    rebuild = (lambda: _build(settings, token_credential, None, transform)) if forwarder is None else None
     _attach(app, buffered, rebuild)
     return buffered
 
