@@ -1,14 +1,16 @@
-"""``python -m sentinel_forwarder``: ``--version`` and ``rows`` at 80 columns, run as subprocesses."""
+"""`python -m sentinel_forwarder`: --version, rows at 80 columns and template, run as subprocesses."""
 
 from __future__ import annotations
 
+import fnmatch
 import json
+import re
 from collections.abc import Iterator
 from importlib.metadata import version
 from pathlib import Path
 
 import pytest
-from cli_helpers import run_cli
+from cli_helpers import SOURCE_ROOT, run_cli
 
 from sentinel_forwarder import AuditEntry, Severity, add_sentinel_forwarder
 from sentinel_forwarder.emulator import Emulator
@@ -99,3 +101,80 @@ def test_rows_refuses_unknown_columns_and_head_with_tail(landed: Path) -> None:
     both = run_cli("rows", "--db", str(landed), "--head", "1", "--tail", "1")
     assert both.returncode == 2
     assert "not both" in both.stderr
+
+
+# -- template ------------------------------------------------------------------------------------------------
+
+TEMPLATES = SOURCE_ROOT / "sentinel_forwarder" / "templates"
+
+
+def _shipped() -> list[str]:
+    return sorted(p.relative_to(TEMPLATES).as_posix() for p in TEMPLATES.rglob("*") if p.is_file())
+
+
+def test_template_writes_every_file_into_a_folder(tmp_path: Path) -> None:
+    out = tmp_path / "dcr_templates"
+    result = run_cli("template", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+    assert written == _shipped()
+    assert {"azuredeploy.json", "azuredeploy-direct.json", "sentinel/analytics-rules.json"} <= set(written)
+    for name in written:
+        assert (out / name).read_bytes() == (TEMPLATES / name).read_bytes()
+    assert f"wrote {len(written)} file(s)" in result.stderr
+    assert "az deployment group create" in result.stderr
+
+
+def test_template_keeps_a_changed_file_unless_forced(tmp_path: Path) -> None:
+    target = tmp_path / "azuredeploy.json"
+    target.write_text("{}")
+    refused = run_cli("template", "azuredeploy.json", "--out", str(tmp_path))
+    assert refused.returncode == 1
+    assert "--force" in refused.stderr and target.read_text() == "{}"
+    same = run_cli("template", "sentinel/workbook.json", "--out", str(tmp_path))
+    assert (
+        same.returncode == 0
+        and run_cli("template", "sentinel/workbook.json", "-o", str(tmp_path)).returncode == 0
+    )
+    forced = run_cli("template", "azuredeploy.json", "--out", str(tmp_path), "--force")
+    assert forced.returncode == 0
+    assert target.read_bytes() == (TEMPLATES / "azuredeploy.json").read_bytes()
+
+
+def test_template_prints_one_file_to_stdout() -> None:
+    result = run_cli("template", "azuredeploy.json")
+    assert result.returncode == 0, result.stderr
+    template = json.loads(result.stdout)
+    assert set(template["outputs"]) == {"endpoint", "ruleId", "streamName"}
+    assert result.stdout.encode() == (TEMPLATES / "azuredeploy.json").read_bytes()
+
+
+def test_template_lists_and_suggests_names() -> None:
+    listed = run_cli("template", "--list")
+    assert listed.stdout.split() == sorted(listed.stdout.split(), key=lambda n: (n.count("/"), n))
+    assert sorted(listed.stdout.split()) == _shipped()
+    wrong = run_cli("template", "azuredeploy")
+    assert wrong.returncode == 2
+    assert "did you mean azuredeploy.json?" in wrong.stderr
+    two = run_cli("template", "azuredeploy.json", "azuredeploy-direct.json")
+    assert two.returncode == 2 and "--out" in two.stderr
+
+
+def test_the_wheel_ships_every_template() -> None:
+    """Each file under templates/ matches a package-data pattern of pyproject.toml, so the wheel has it."""
+    tomllib = pytest.importorskip("tomllib")
+    config = tomllib.loads((SOURCE_ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    patterns = config["tool"]["setuptools"]["package-data"]["sentinel_forwarder"]
+    for name in _shipped():
+        assert any(fnmatch.fnmatchcase(f"templates/{name}", p) for p in patterns), name
+
+
+def test_the_docs_deploy_from_the_written_folder() -> None:
+    """deploy.md writes the templates with the command; every dcr_templates/ path in the docs is shipped."""
+    deploy = (SOURCE_ROOT / "docs/deploy.md").read_text(encoding="utf-8")
+    assert "sentinel-forwarder template --out dcr_templates" in deploy.split("\n## ", 1)[0]
+    shipped = set(_shipped())
+    for doc in [SOURCE_ROOT / "README.md", *sorted((SOURCE_ROOT / "docs").glob("*.md"))]:
+        for path in re.findall(r"dcr_templates/([\w./$-]+\.(?:json|yaml))", doc.read_text(encoding="utf-8")):
+            if "$" not in path:
+                assert path in shipped, (doc.name, path)
