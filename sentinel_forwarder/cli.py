@@ -381,8 +381,10 @@ def template(names: tuple[str, ...], out: Path | None, force: bool, list_only: b
 
 
 from sentinel_forwarder._demo import demo  # noqa: E402  (registered after main is defined)
+from sentinel_forwarder._send import send  # noqa: E402
 
 main.add_command(demo)
+main.add_command(send)
 
 
 if __name__ == "__main__":
