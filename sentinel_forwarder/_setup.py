@@ -7,13 +7,13 @@ Starlette is imported only when an app is given.
 
 from __future__ import annotations
 
-__all__ = ["add_sentinel_forwarder"]
+__all__ = ["SetupOptions", "StarletteApp", "add_sentinel_forwarder"]
 
 import contextlib
 import logging
 import os
 from collections.abc import AsyncIterator, Callable, Mapping
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypedDict, overload
 
 from azure.core.credentials import TokenCredential
 
@@ -22,6 +22,9 @@ from ._background import BackgroundForwarder
 from ._buffering import BufferingForwarder, Transform
 from ._protocol import AuditForwarder
 from ._settings import ForwarderSettings
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 logger = logging.getLogger("sentinel_forwarder")
 
@@ -65,6 +68,48 @@ def _build(
     )
 
 
+class StarletteApp(Protocol):
+    """What ``add_sentinel_forwarder(app)`` needs of an app: a Starlette or FastAPI application."""
+
+    @property
+    def router(self) -> Any: ...
+
+    @property
+    def state(self) -> Any: ...
+
+
+class SetupOptions(TypedDict, total=False):
+    """The keyword arguments of :func:`add_sentinel_forwarder`, for its typed overloads."""
+
+    endpoint: str | None
+    rule_id: str | None
+    stream_name: str | None
+    credential: TokenCredential | str | None
+    forwarder: AuditForwarder | None
+    cloud: str | None
+    max_batch_size: int | None
+    max_request_rows: int | None
+    max_interval: float | None
+    capacity: int | None
+    max_batches_in_flight: int | None
+    drain_timeout: float | None
+    retry_timeout: float | None
+    min_severity: Any
+    connection_verify: bool | str | None
+    transform: Transform | None
+    drain_on_sigterm: bool | None
+    environ: Mapping[str, str] | None
+    backend: Literal["asyncio", "trio"]
+
+
+@overload
+def add_sentinel_forwarder(app: None = None, **options: Unpack[SetupOptions]) -> BackgroundForwarder: ...
+
+
+@overload
+def add_sentinel_forwarder(app: StarletteApp, **options: Unpack[SetupOptions]) -> BufferingForwarder: ...
+
+
 def add_sentinel_forwarder(
     app: Any = None,
     *,
@@ -87,7 +132,7 @@ def add_sentinel_forwarder(
     drain_on_sigterm: bool | None = None,
     environ: Mapping[str, str] | None = None,
     backend: Literal["asyncio", "trio"] = "asyncio",
-) -> Any:
+) -> BackgroundForwarder | BufferingForwarder:
     """Start forwarding audit records with the application.
 
     Each setting left ``None`` comes from ``SENTINEL_FORWARDER_<NAME>`` in the environment (e.g.
