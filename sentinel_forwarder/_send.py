@@ -27,6 +27,8 @@ from typing import Any, Literal, TextIO
 import anyio
 import anyio.lowlevel
 import click
+from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from ._azure import MAX_REQUEST_BYTES, AzureSentinelForwarder
 from ._buffering import BufferingForwarder
@@ -231,7 +233,11 @@ def _entries(
 
 
 async def _forward_all(
-    entries: Iterator[AuditEntry], settings: ForwarderSettings, credential: Any, summary: SendSummary
+    entries: Iterator[AuditEntry],
+    settings: ForwarderSettings,
+    credential: Any,
+    summary: SendSummary,
+    progress: bool,
 ) -> None:
     assert settings.endpoint is not None and settings.rule_id is not None
     sink = AzureSentinelForwarder(
@@ -255,14 +261,34 @@ async def _forward_all(
         min_severity=settings.min_severity,
         name="sentinel-forwarder-send",
     )
-    async with forwarder:
-        for n, entry in enumerate(entries, start=1):
-            if forwarder.queue_depth() >= settings.capacity:
-                await forwarder.flush()  # a file is not an application: wait rather than drop
-            forwarder.forward(entry)
-            if n % settings.max_batch_size == 0:
-                await anyio.lowlevel.checkpoint()  # let the pump hand out full batches while reading
-        await forwarder.flush()
+    bar = Progress(
+        SpinnerColumn(),
+        TextColumn(
+            "{task.fields[read]:,} rows read, {task.fields[sent]:,} sent, {task.fields[dropped]:,} dropped"
+        ),
+        TimeElapsedColumn(),
+        console=Console(stderr=True, force_terminal=progress),
+        transient=True,
+        disable=not progress,
+    )
+
+    def show() -> None:
+        stats = forwarder.statistics()
+        dropped = stats.dropped_total + summary.dropped.get("invalid_row", 0)
+        bar.update(task, read=summary.read, sent=stats.sent, dropped=dropped)
+
+    with bar:
+        task = bar.add_task("send", total=None, read=0, sent=0, dropped=0)
+        async with forwarder:
+            for n, entry in enumerate(entries, start=1):
+                if forwarder.queue_depth() >= settings.capacity:
+                    await forwarder.flush()  # a file is not an application: wait rather than drop
+                forwarder.forward(entry)
+                if n % settings.max_batch_size == 0:
+                    show()
+                    await anyio.lowlevel.checkpoint()  # let the pump hand out full batches while reading
+            await forwarder.flush()
+            show()
     stats = forwarder.statistics()
     summary.sent += stats.sent
     summary.filtered += stats.filtered
@@ -292,8 +318,6 @@ def _print_summary(summary: SendSummary, *, dry_run: bool, target: str) -> None:
     hidden = summary.dropped.get("invalid_row", 0) - len(summary.errors)
     if hidden > 0:
         out(f"  ... and {hidden:,} more invalid rows", err=True)
-    if summary.service_error:
-        out(f"  last error: {summary.service_error}", err=True)
 
 
 def _mapping(pairs: Sequence[str]) -> dict[str, str]:
@@ -357,6 +381,11 @@ class _ConfigError(click.ClickException):
     default=None,
     help="true, false or a CA bundle path. [env: SENTINEL_FORWARDER_CONNECTION_VERIFY]",
 )
+@click.option(
+    "--progress/--no-progress",
+    default=None,
+    help="Show progress on stderr [default: when stderr is a terminal].",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
 def send(
     paths: tuple[str, ...],
@@ -369,6 +398,7 @@ def send(
     stream_name: str | None,
     credential: str | None,
     connection_verify: str | None,
+    progress: bool | None,
     as_json: bool,
 ) -> None:
     """Send audit rows from JSON lines or CSV files (or stdin, '-') to the DCR's stream.
@@ -406,7 +436,8 @@ def send(
             raise _ConfigError(str(exc)) from None
         target = f"{settings.endpoint} ({settings.rule_id}, {settings.stream_name})"
         entries = _entries(inputs, fmt, mapping, unknown, summary)
-        anyio.run(_forward_all, entries, settings, token_credential, summary)
+        show = sys.stderr.isatty() if progress is None else progress
+        anyio.run(_forward_all, entries, settings, token_credential, summary, show)
     summary.seconds = time.monotonic() - started
     if as_json:
         click.echo(json.dumps(summary.as_dict()))

@@ -191,3 +191,13 @@ def test_record_to_entry_reads_the_columns() -> None:
 def test_record_to_entry_refuses(record: dict[str, object], why: str) -> None:
     with pytest.raises(ValueError, match=why):
         record_to_entry(record)
+
+
+def test_progress_on_stderr_only_when_asked_or_on_a_terminal(emu: Emulator, tmp_path: Path) -> None:
+    path = jsonl(tmp_path / "a.jsonl", list(ROWS))
+    shown = run_cli("send", "--progress", str(path), env=env_for(emu))
+    assert shown.returncode == 0, shown.stderr
+    assert "3 rows read, 3 sent, 0 dropped" in shown.stderr
+    assert shown.stdout.startswith("sent 3 of 3 rows")  # stdout keeps only the summary
+    quiet = run_cli("send", str(path), env=env_for(emu))  # stderr is a pipe here, not a terminal
+    assert quiet.returncode == 0 and "rows read" not in quiet.stderr
