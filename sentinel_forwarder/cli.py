@@ -15,6 +15,7 @@ import json
 import os
 import platform
 import signal
+import sqlite3
 import sys
 import threading
 from pathlib import Path
@@ -254,6 +255,8 @@ def rows(
     except KeyError:
         tables = ", ".join(list_tables(db)) or "none"
         raise click.ClickException(f"no table {table!r} in {str(db)!r} (tables: {tables})") from None
+    except sqlite3.Error as exc:
+        raise click.ClickException(f"cannot read {str(db)!r} as an emulator database: {exc}") from None
     if tail is not None:
         found = found[len(found) - tail :] if tail else []
     if count_only:

@@ -178,3 +178,11 @@ def test_the_docs_deploy_from_the_written_folder() -> None:
         for path in re.findall(r"dcr_templates/([\w./$-]+\.(?:json|yaml))", doc.read_text(encoding="utf-8")):
             if "$" not in path:
                 assert path in shipped, (doc.name, path)
+
+
+def test_rows_says_when_a_file_is_no_database(tmp_path: Path) -> None:
+    bogus = tmp_path / "notes.txt"
+    bogus.write_text("not a database " * 100)
+    result = run_cli("rows", "--db", str(bogus))
+    assert result.returncode == 1
+    assert "cannot read" in result.stderr and "Traceback" not in result.stderr
