@@ -310,7 +310,7 @@ def rows(
 
 #: Widths for known columns so the Summary keeps most of the line: never wrapped, and at most.
 _FIXED = {"TimeGenerated": 19, "Severity": 8}
-_WIDTHS = {"DetectorId": 18, "SessionId": 22}
+_WIDTHS = {"DetectorId": 20, "SessionId": 22}
 
 
 def _cell(column: str, value: Any) -> str:

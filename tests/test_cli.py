@@ -186,3 +186,12 @@ def test_rows_says_when_a_file_is_no_database(tmp_path: Path) -> None:
     result = run_cli("rows", "--db", str(bogus))
     assert result.returncode == 1
     assert "cannot read" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_docs_show_every_command() -> None:
+    from sentinel_forwarder.cli import main
+
+    doc = (SOURCE_ROOT / "docs/cli.md").read_text(encoding="utf-8")
+    for name in [*main.commands, "--version"]:
+        assert f"\n## `{name}`\n" in doc, name
+        assert f"$ sentinel-forwarder {name}" in doc, name
