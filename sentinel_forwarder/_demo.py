@@ -34,7 +34,7 @@ from ._protocol import AuditForwarder, SendResult
 from .emulator import Emulator
 from .testing import EmulatorCredential
 
-# The analytics rule dcr_templates/sentinel/analytics/HighSeverityBurstInSession.yaml:
+# The analytics rule templates/sentinel/analytics/HighSeverityBurstInSession.yaml:
 # at least BURST_THRESHOLD High-or-Critical events from one SessionId within BURST_WINDOW.
 BURST_THRESHOLD = 5
 BURST_WINDOW = timedelta(minutes=5)

@@ -1,7 +1,7 @@
 """The ``AISentinelAudit_CL`` table schema: the single source of truth.
 
 The row mapping of :class:`~sentinel_forwarder.AuditEntry`, the emulator's default data collection rule
-and the ARM templates in ``dcr_templates/`` are all derived from :data:`AUDIT_TABLE`. A test fails when
+and the ARM templates in ``templates/`` are all derived from :data:`AUDIT_TABLE`. A test fails when
 any of them disagrees with it.
 """
 

@@ -4,39 +4,85 @@ from __future__ import annotations
 
 __all__ = ["ENV_PREFIX", "ConfigurationError", "ForwarderSettings"]
 
+import difflib
+import logging
 import math
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
 from ._azure import CLOUD_AUDIENCES
+from ._endpoint import parse_endpoint
 from ._entry import Severity
 from ._schema import AUDIT_TABLE
 
 ENV_PREFIX = "SENTINEL_FORWARDER_"
 
+logger = logging.getLogger("sentinel_forwarder.settings")
+
 
 class ConfigurationError(ValueError):
     """A setting is missing or malformed; the message names it and its environment variable."""
 
+    __module__ = "sentinel_forwarder"  # shown as sentinel_forwarder.ConfigurationError, where it is public
+
+
+#: A DCR's immutable id: ``dcr-`` and 32 hexadecimal digits.
+_RULE_ID = re.compile(r"dcr-[0-9a-fA-F]{32}")
+#: A duration written with a unit (``5s``, ``2 min``, ``500ms``), for a helpful message.
+_DURATION_WITH_UNIT = re.compile(
+    r"\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|sec|secs|seconds?|m|min|mins|minutes?|h|hours?)\s*", re.IGNORECASE
+)
+_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
+
+#: The methods ``SENTINEL_FORWARDER_CREDENTIAL`` may name (see ``_credentials``).
+CREDENTIAL_KINDS = (
+    "default",
+    "managed-identity",
+    "workload-identity",
+    "environment",
+    "azure-cli",
+    "emulator",
+)
+
 
 def _positive_int(text: str) -> int:
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        raise ValueError("is not a whole number") from None
     if value < 1:
         raise ValueError("must be at least 1")
     return value
 
 
+def _seconds(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    match = _DURATION_WITH_UNIT.fullmatch(text)
+    if match:
+        number, unit = match.groups()
+        unit = unit.lower()
+        seconds = float(number) * _UNIT_SECONDS["ms" if unit == "ms" else unit[0]]
+        raise ValueError(
+            f"has a unit: durations are plain seconds, write {seconds:g} instead of {text.strip()}"
+        )
+    raise ValueError("is not a number of seconds")
+
+
 def _positive_float(text: str) -> float:
-    value = float(text)
+    value = _seconds(text)
     if not math.isfinite(value) or value <= 0:
         raise ValueError("must be a positive number")
     return value
 
 
 def _non_negative_float(text: str) -> float:
-    value = float(text)
+    value = _seconds(text)
     if not math.isfinite(value) or value < 0:
         raise ValueError("must be a non-negative number")
     return value
@@ -44,12 +90,15 @@ def _non_negative_float(text: str) -> float:
 
 def _cloud(text: str) -> str:
     if text not in CLOUD_AUDIENCES:
-        raise ValueError(f"must be one of {', '.join(CLOUD_AUDIENCES)}")
+        raise ValueError("is not a known cloud")
     return text
 
 
-def _severity(text: str) -> Severity:
-    return Severity.parse(text)
+def _severity(text: str | int | Severity) -> Severity:
+    try:
+        return Severity.parse(text)
+    except ValueError:
+        raise ValueError("is not a severity") from None
 
 
 def _verify(text: str) -> bool | str:
@@ -59,7 +108,7 @@ def _verify(text: str) -> bool | str:
     if lowered in ("false", "0", "no"):
         return False
     if not os.path.exists(text):
-        raise ValueError(f"CA file {text!r} does not exist")
+        raise ValueError("is neither true/false nor an existing CA file")
     return text
 
 
@@ -69,18 +118,45 @@ def _flag(text: str) -> bool:
         return True
     if lowered in ("false", "0", "no", "off"):
         return False
-    raise ValueError("must be true or false")
+    raise ValueError("is not true or false")
 
 
 def _text(text: str) -> str:
     if not text.strip():
-        raise ValueError("must not be empty")
+        raise ValueError("is empty")
     return text.strip()
 
 
+def _endpoint(text: str) -> str:
+    return parse_endpoint(_text(text)).url
+
+
+def _rule_id(text: str) -> str:
+    value = _text(text)
+    if _RULE_ID.fullmatch(value):
+        return value.lower()
+    if "/" in value:
+        problem = "looks like the DCR's resource id"
+    elif value.lower().startswith("dcr-"):
+        problem = "starts with dcr- but is not followed by 32 hexadecimal digits"
+    else:
+        problem = "looks like the DCR's name"
+    raise ValueError(
+        f"{problem}, not its immutable id (find it with `az monitor data-collection rule show --name <dcr> "
+        "--resource-group <group> --query immutableId`, or the ruleId output of the deployment)"
+    )
+
+
+def _credential(text: str) -> str:
+    value = text.strip().lower()
+    if value not in CREDENTIAL_KINDS:
+        raise ValueError("is not a known credential")
+    return value
+
+
 _PARSERS: Mapping[str, Callable[[str], Any]] = {
-    "endpoint": _text,
-    "rule_id": _text,
+    "endpoint": _endpoint,
+    "rule_id": _rule_id,
     "stream_name": _text,
     "cloud": _cloud,
     "max_batch_size": _positive_int,
@@ -96,7 +172,38 @@ _PARSERS: Mapping[str, Callable[[str], Any]] = {
     "spool": _text,
     "spool_max_bytes": _positive_int,
     "spool_max_age": _positive_float,
+    "credential": _credential,
 }
+
+_SECONDS = "a number of seconds without a unit, e.g. 5 or 0.5"
+#: What a valid value looks like, for error messages.
+_VALID: Mapping[str, str] = {
+    "endpoint": (
+        "the https:// URL of a data collection endpoint or a Direct DCR, e.g. "
+        "https://my-dce-a1b2.westeurope-1.ingest.monitor.azure.com (http:// only for a loopback host)"
+    ),
+    "rule_id": (
+        "the DCR's immutable id, dcr- and 32 hexadecimal digits, e.g. dcr-0123456789abcdef0123456789abcdef"
+    ),
+    "stream_name": f"a stream declared in the DCR, e.g. {AUDIT_TABLE.stream}",
+    "cloud": ", ".join(CLOUD_AUDIENCES),
+    "max_batch_size": "a whole number of rows, at least 1, e.g. 100",
+    "max_request_rows": "a whole number of rows, at least 1, e.g. 2500",
+    "max_interval": f"{_SECONDS}, more than 0",
+    "capacity": "a whole number of rows, at least 1, e.g. 10000",
+    "max_batches_in_flight": "a whole number, at least 1, e.g. 4",
+    "drain_timeout": f"{_SECONDS}, 0 or more",
+    "retry_timeout": f"{_SECONDS}, more than 0",
+    "min_severity": "None, Low, Medium, High or Critical (any case), or 0 to 4",
+    "connection_verify": "true, false, or the path of a CA bundle file (e.g. the emulator's ca.pem)",
+    "drain_on_sigterm": "true or false",
+    "credential": ", ".join(CREDENTIAL_KINDS),
+    "spool": "the path of a directory (created if missing)",
+    "spool_max_bytes": "a whole number of bytes, at least 1, e.g. 1073741824 (1 GiB)",
+    "spool_max_age": f"{_SECONDS}, more than 0, e.g. 86400",
+}
+#: Environment variables with the prefix that are not settings but are read (none yet besides the settings).
+_OTHER_VARIABLES: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -120,6 +227,8 @@ class ForwarderSettings:
     spool: str | None = None  # a directory: the durable spool is off without one
     spool_max_bytes: int = 1 << 30  # BufferingForwarder's DEFAULT_SPOOL_MAX_BYTES
     spool_max_age: float = 86_400.0  # BufferingForwarder's DEFAULT_SPOOL_MAX_AGE
+    #: How to get tokens when no credential object is given: one of :data:`CREDENTIAL_KINDS`.
+    credential: str = "default"
 
     @classmethod
     def resolve(
@@ -134,7 +243,9 @@ class ForwarderSettings:
         unknown = set(given) - set(_PARSERS)
         if unknown:
             raise TypeError(f"unknown setting(s): {', '.join(sorted(unknown))}")
+        _warn_unknown_variables(env, [f.name for f in fields(cls)])
         values: dict[str, Any] = {}
+        sources: dict[str, str] = {}
         for f in fields(cls):
             var = ENV_PREFIX + f.name.upper()
             raw = given.get(f.name)
@@ -146,16 +257,50 @@ class ForwarderSettings:
             try:
                 values[f.name] = _PARSERS[f.name](raw) if isinstance(raw, str) else _check(f.name, raw)
             except (ValueError, TypeError) as exc:
-                raise ConfigurationError(f"sentinel-forwarder setting {f.name} ({source}): {exc}") from None
+                raise ConfigurationError(_malformed(f.name, source, raw, exc)) from None
+            sources[f.name] = source
         settings = cls(**values)
+        if settings.connection_verify is False:
+            logger.warning(
+                "TLS certificate verification is OFF (%s): anyone on the network path can read the access "
+                "token and the audit rows. To trust a local emulator, give its CA file instead "
+                "(connection_verify=/path/to/ca.pem)",
+                sources["connection_verify"],
+            )
         if require_endpoint:
             for name in ("endpoint", "rule_id"):
                 if getattr(settings, name) is None:
                     raise ConfigurationError(
                         f"sentinel-forwarder setting {name} is missing: pass {name}=... or set "
-                        f"{ENV_PREFIX}{name.upper()} (see docs/deploy.md for where to find it)"
+                        f"{ENV_PREFIX}{name.upper()} to {_VALID[name]} (see docs/deploy.md for where to "
+                        "find it)"
                     )
         return settings
+
+
+def _malformed(name: str, source: str, raw: Any, exc: Exception) -> str:
+    """The message for a malformed setting: which one, where it came from, what is wrong, what is valid."""
+    var = ENV_PREFIX + name.upper()
+    whose = "the environment variable's" if source.startswith("environment") else "the argument's"
+    if name == "endpoint" and str(exc).startswith("endpoint "):
+        problem = f"{whose} value is refused: {exc}"  # parse_endpoint quotes the URL, its password redacted
+    else:
+        shown = repr(raw) if len(repr(raw)) <= 80 else repr(raw)[:77] + "..."
+        problem = f"{whose} value {shown} {exc}"
+    valid = _VALID.get(name)
+    expected = f"; expected {valid}" if valid else ""
+    setting = f"sentinel-forwarder setting {name} (argument {name}=, environment variable {var})"
+    return f"{setting}: {problem}{expected}"
+
+
+def _warn_unknown_variables(env: Mapping[str, str], names: list[str]) -> None:
+    """Log a WARNING for each ``SENTINEL_FORWARDER_*`` variable that is no setting, naming a close match."""
+    known = sorted({ENV_PREFIX + name.upper() for name in names} | _OTHER_VARIABLES)
+    suffixes = {var[len(ENV_PREFIX) :]: var for var in known}  # compared without the shared prefix
+    for var in sorted(v for v in env if v.startswith(ENV_PREFIX) and v not in suffixes.values()):
+        close = difflib.get_close_matches(var[len(ENV_PREFIX) :], list(suffixes), n=1, cutoff=0.6)
+        hint = f"did you mean {suffixes[close[0]]}?" if close else f"known variables: {', '.join(known)}"
+        logger.warning("unknown environment variable %s is ignored; %s", var, hint)
 
 
 def _check(name: str, value: Any) -> Any:
@@ -163,7 +308,7 @@ def _check(name: str, value: Any) -> Any:
     if name in ("connection_verify", "drain_on_sigterm") and isinstance(value, bool):
         return value
     if name == "min_severity":
-        return Severity.parse(value)
+        return _severity(value)
     if isinstance(value, bool):
-        raise ValueError(f"{name} must not be a boolean")
+        raise ValueError("is a boolean")
     return _PARSERS[name](str(value))

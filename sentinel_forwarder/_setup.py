@@ -7,12 +7,13 @@ Starlette is imported only when an app is given.
 
 from __future__ import annotations
 
-__all__ = ["add_sentinel_forwarder"]
+__all__ = ["SetupOptions", "StarletteApp", "add_sentinel_forwarder"]
 
 import contextlib
 import logging
+import os
 from collections.abc import AsyncIterator, Callable, Mapping
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypedDict, overload
 
 from azure.core.credentials import TokenCredential
 
@@ -21,6 +22,9 @@ from ._background import BackgroundForwarder
 from ._buffering import BufferingForwarder, Transform
 from ._protocol import AuditForwarder
 from ._settings import ForwarderSettings
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 logger = logging.getLogger("sentinel_forwarder")
 
@@ -67,13 +71,58 @@ def _build(
     )
 
 
+class StarletteApp(Protocol):
+    """What ``add_sentinel_forwarder(app)`` needs of an app: a Starlette or FastAPI application."""
+
+    @property
+    def router(self) -> Any: ...
+
+    @property
+    def state(self) -> Any: ...
+
+
+class SetupOptions(TypedDict, total=False):
+    """The keyword arguments of :func:`add_sentinel_forwarder`, for its typed overloads."""
+
+    endpoint: str | None
+    rule_id: str | None
+    stream_name: str | None
+    credential: TokenCredential | str | None
+    forwarder: AuditForwarder | None
+    cloud: str | None
+    max_batch_size: int | None
+    max_request_rows: int | None
+    max_interval: float | None
+    capacity: int | None
+    max_batches_in_flight: int | None
+    drain_timeout: float | None
+    retry_timeout: float | None
+    min_severity: Any
+    connection_verify: bool | str | None
+    transform: Transform | None
+    drain_on_sigterm: bool | None
+    spool: str | None
+    spool_max_bytes: int | None
+    spool_max_age: float | None
+    environ: Mapping[str, str] | None
+    backend: Literal["asyncio", "trio"]
+
+
+@overload
+def add_sentinel_forwarder(app: None = None, **options: Unpack[SetupOptions]) -> BackgroundForwarder: ...
+
+
+@overload
+def add_sentinel_forwarder(app: StarletteApp, **options: Unpack[SetupOptions]) -> BufferingForwarder: ...
+
+
 def add_sentinel_forwarder(
     app: Any = None,
     *,
     endpoint: str | None = None,
     rule_id: str | None = None,
     stream_name: str | None = None,
-    credential: TokenCredential | None = None,
+    credential: TokenCredential | str | None = None,
     forwarder: AuditForwarder | None = None,
     cloud: str | None = None,
     max_batch_size: int | None = None,
@@ -92,7 +141,7 @@ def add_sentinel_forwarder(
     spool_max_age: float | None = None,
     environ: Mapping[str, str] | None = None,
     backend: Literal["asyncio", "trio"] = "asyncio",
-) -> Any:
+) -> BackgroundForwarder | BufferingForwarder:
     """Start forwarding audit records with the application.
 
     Each setting left ``None`` comes from ``SENTINEL_FORWARDER_<NAME>`` in the environment (e.g.
@@ -109,7 +158,10 @@ def add_sentinel_forwarder(
     :param forwarder: a ready-made forwarder. A :class:`BufferingForwarder` is used as it is (its own batching
         options win); any other :class:`AuditForwarder` (your own sink) is wrapped in one built from the
         settings. Endpoint and rule id are then not needed.
-    :param credential: for the Azure sink; ``None`` means ``DefaultAzureCredential``.
+    :param credential: for the Azure sink: an azure-core ``TokenCredential``, or the name of one
+        (``SENTINEL_FORWARDER_CREDENTIAL``: ``default``, ``managed-identity``, ``workload-identity``,
+        ``environment``, ``azure-cli`` or ``emulator``, docs/configuration.md); ``None`` means the
+        environment variable, else ``DefaultAzureCredential``.
     :param transform: see :class:`BufferingForwarder`.
     :param environ: read settings from this mapping instead of ``os.environ``.
     :param drain_on_sigterm: no-app mode: on SIGTERM, drain, then let the previous handler or the default
@@ -139,14 +191,22 @@ def add_sentinel_forwarder(
         spool=spool,
         spool_max_bytes=spool_max_bytes,
         spool_max_age=spool_max_age,
+        credential=credential if isinstance(credential, str) else None,
     )
-    buffered = _build(settings, credential, forwarder, transform)
+    token_credential = None if isinstance(credential, str) else credential
+    if token_credential is None and forwarder is None:
+        from ._credentials import make_credential
+
+        token_credential = make_credential(
+            settings.credential, cloud=settings.cloud, environ=os.environ if environ is None else environ
+        )
+    buffered = _build(settings, token_credential, forwarder, transform)
     if app is None:
         return BackgroundForwarder(
             buffered, backend=backend, drain_on_sigterm=settings.drain_on_sigterm
         ).start()
     # A forwarder is one-shot; a later lifespan needs a new one, which only settings can make.
-    rebuild = (lambda: _build(settings, credential, None, transform)) if forwarder is None else None
+    rebuild = (lambda: _build(settings, token_credential, None, transform)) if forwarder is None else None
     _attach(app, buffered, rebuild)
     return buffered
 

@@ -26,14 +26,14 @@ from sentinel_forwarder.testing import RecordingForwarder
 def test_settings_come_from_arguments_then_environment() -> None:
     env = {
         "SENTINEL_FORWARDER_ENDPOINT": "https://dce.example.com",
-        "SENTINEL_FORWARDER_RULE_ID": "dcr-env",
+        "SENTINEL_FORWARDER_RULE_ID": "dcr-" + "e" * 32,
         "SENTINEL_FORWARDER_MAX_BATCH_SIZE": "50",
         "SENTINEL_FORWARDER_MIN_SEVERITY": "high",
     }
-    s = ForwarderSettings.resolve(env, rule_id="dcr-arg", max_interval=2)
+    s = ForwarderSettings.resolve(env, rule_id="dcr-" + "a" * 32, max_interval=2)
     assert (s.endpoint, s.rule_id, s.max_batch_size, s.max_interval) == (
         "https://dce.example.com",
-        "dcr-arg",
+        "dcr-" + "a" * 32,
         50,
         2.0,
     )
@@ -53,15 +53,18 @@ def test_missing_setting_is_named() -> None:
     [("MAX_BATCH_SIZE", "lots"), ("MAX_INTERVAL", "-1"), ("CLOUD", "mars"), ("MIN_SEVERITY", "dire")],
 )
 def test_malformed_setting_is_named(var: str, value: str) -> None:
-    env = {"SENTINEL_FORWARDER_ENDPOINT": "https://x.example.com", "SENTINEL_FORWARDER_RULE_ID": "dcr-1"}
+    env = {
+        "SENTINEL_FORWARDER_ENDPOINT": "https://x.example.com",
+        "SENTINEL_FORWARDER_RULE_ID": "dcr-" + "1" * 32,
+    }
     env[f"SENTINEL_FORWARDER_{var}"] = value
     with pytest.raises(ConfigurationError, match=f"SENTINEL_FORWARDER_{var}"):
         ForwarderSettings.resolve(env)
 
 
 def test_malformed_endpoint_fails_at_startup() -> None:
-    with pytest.raises(ValueError, match="https"):
-        add_sentinel_forwarder(endpoint="http://dce.example.com", rule_id="dcr-1", environ={})
+    with pytest.raises(ConfigurationError, match=r"SENTINEL_FORWARDER_ENDPOINT.*uses http://"):
+        add_sentinel_forwarder(endpoint="http://dce.example.com", rule_id="dcr-" + "1" * 32, environ={})
 
 
 def audit_app() -> Starlette:
@@ -174,7 +177,7 @@ def test_startup_failure_is_raised() -> None:
 
 
 def test_boolean_for_a_number_is_refused() -> None:
-    with pytest.raises(ConfigurationError, match=r"max_batch_size .*boolean"):
+    with pytest.raises(ConfigurationError, match=r"max_batch_size .*is a boolean"):
         ForwarderSettings.resolve({}, require_endpoint=False, max_batch_size=True)
     assert (
         ForwarderSettings.resolve({}, require_endpoint=False, connection_verify=False).connection_verify

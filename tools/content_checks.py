@@ -269,15 +269,15 @@ def collect_queries(root: Path = ROOT, table: TableSchema = AUDIT_TABLE) -> list
         return path.relative_to(root).as_posix()
 
     for kind in ("analytics", "hunting"):
-        for path in sorted((root / "dcr_templates" / "sentinel" / kind).glob("*.yaml")):
+        for path in sorted((root / "sentinel_forwarder" / "templates" / "sentinel" / kind).glob("*.yaml")):
             doc = yaml.safe_load(path.read_text(encoding="utf-8"))
             out.append(KqlQuery(rel(path), str(doc.get("query", "")), audit))
-    gallery = root / "dcr_templates" / "sentinel" / "workbook.gallery.json"
+    gallery = root / "sentinel_forwarder" / "templates" / "sentinel" / "workbook.gallery.json"
     if gallery.exists():
         for item in json.loads(gallery.read_text(encoding="utf-8"))["items"]:
             if item.get("type") == 3:
                 out.append(KqlQuery(f"{rel(gallery)}#{item['name']}", item["content"]["query"], audit))
-    for path in sorted((root / "dcr_templates").glob("*.json")):
+    for path in sorted((root / "sentinel_forwarder" / "templates").glob("*.json")):
         template = json.loads(path.read_text(encoding="utf-8"))
         for res in template.get("resources", []):
             if res.get("type") != "Microsoft.Insights/dataCollectionRules":

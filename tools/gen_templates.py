@@ -1,21 +1,23 @@
-"""Generate the ARM templates in ``dcr_templates/`` from the library's table schema and the Sentinel YAML.
+"""Generate the ARM templates from the library's table schema and the Sentinel YAML.
 
-Run ``python tools/gen_templates.py`` after changing :data:`sentinel_forwarder._schema.AUDIT_TABLE` or
-any YAML file under ``dcr_templates/sentinel/``; ``python tools/gen_templates.py --check`` exits 1 when a
-committed file is out of date (the content tests do the same comparison).
+The templates live in ``sentinel_forwarder/templates/`` (``T/`` below), package data that the wheel ships and
+``sentinel-forwarder template`` writes out. Run ``python tools/gen_templates.py`` after changing
+:data:`sentinel_forwarder._schema.AUDIT_TABLE` or any YAML file under ``T/sentinel/``;
+``python tools/gen_templates.py --check`` exits 1 when a committed file is out of date (the content tests do
+the same comparison).
 
 Sources and what is generated from them:
 
-- ``AUDIT_TABLE`` -> ``dcr_templates/azuredeploy.json`` (table + DCE + DCR + role assignment),
-  ``dcr_templates/azuredeploy-direct.json`` (table + ``kind: Direct`` DCR + role assignment) and their
-  parameter files. The DCR ``properties`` come from ``AUDIT_TABLE.dcr_properties()``, the same function the
-  emulator loads its default rule from.
-- ``dcr_templates/sentinel/analytics/*.yaml`` -> ``dcr_templates/sentinel/analytics-rules.json``
+- ``AUDIT_TABLE`` -> ``T/azuredeploy.json`` (table + DCE + DCR + role assignment),
+  ``T/azuredeploy-direct.json`` (table + ``kind: Direct`` DCR + role assignment) and their parameter files.
+  The DCR ``properties`` come from ``AUDIT_TABLE.dcr_properties()``, the same function the emulator loads
+  its default rule from.
+- ``T/sentinel/analytics/*.yaml`` -> ``T/sentinel/analytics-rules.json``
   (``Microsoft.SecurityInsights/alertRules``, kind Scheduled).
-- ``dcr_templates/sentinel/hunting/*.yaml`` -> ``dcr_templates/sentinel/hunting-queries.json``
-  (``workspaces/savedSearches`` in the ``Hunting Queries`` category).
-- :data:`WORKBOOK_PANELS` -> ``dcr_templates/sentinel/workbook.gallery.json`` (paste into the workbook
-  Advanced Editor) and ``dcr_templates/sentinel/workbook.json`` (``Microsoft.Insights/workbooks``).
+- ``T/sentinel/hunting/*.yaml`` -> ``T/sentinel/hunting-queries.json`` (``workspaces/savedSearches`` in
+  the ``Hunting Queries`` category).
+- :data:`WORKBOOK_PANELS` -> ``T/sentinel/workbook.gallery.json`` (paste into the workbook Advanced Editor)
+  and ``T/sentinel/workbook.json`` (``Microsoft.Insights/workbooks``).
 """
 
 from __future__ import annotations
@@ -79,7 +81,8 @@ DETECTOR_IDS: Mapping[str, str] = {
     "credential-exposure": "CredentialExposureDetected.yaml",
 }
 
-TEMPLATES = Path("dcr_templates")
+#: Where the templates live: package data, so the wheel ships them (``sentinel-forwarder template``).
+TEMPLATES = Path("sentinel_forwarder/templates")
 SENTINEL = TEMPLATES / "sentinel"
 DEPLOYMENT_SCHEMA = "https://schema.management.azure.com/schemas/2019-04-01/deploymentTemplate.json#"
 PARAMETERS_SCHEMA = "https://schema.management.azure.com/schemas/2019-04-01/deploymentParameters.json#"
@@ -369,8 +372,7 @@ def rules_template(root: Path = ROOT) -> dict[str, Any]:
         "enableRules": _param("bool", "Create the rules enabled.", True),
     }
     return _content_template(
-        f"Microsoft Sentinel analytics rules for {AUDIT_TABLE.name}, "
-        "from dcr_templates/sentinel/analytics/*.yaml.",
+        f"Microsoft Sentinel analytics rules for {AUDIT_TABLE.name}, from sentinel/analytics/*.yaml.",
         parameters,
         [rule_resource(rule) for rule in rules],
     )
@@ -398,8 +400,7 @@ def hunting_template(root: Path = ROOT) -> dict[str, Any]:
             }
         )
     return _content_template(
-        f"Microsoft Sentinel hunting queries for {AUDIT_TABLE.name}, "
-        "from dcr_templates/sentinel/hunting/*.yaml.",
+        f"Microsoft Sentinel hunting queries for {AUDIT_TABLE.name}, from sentinel/hunting/*.yaml.",
         _workspace_parameter(),
         resources,
     )

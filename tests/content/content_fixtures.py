@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["AUDIT", "KQL_FIXTURES", "ROOT", "SOURCE", "cc", "gen"]
+__all__ = ["AUDIT", "KQL_FIXTURES", "ROOT", "SOURCE", "TEMPLATES", "cc", "gen"]
 
 import sys
 from pathlib import Path
@@ -16,6 +16,8 @@ import gen_templates as gen  # noqa: E402
 
 from sentinel_forwarder._schema import AUDIT_TABLE  # noqa: E402
 
+#: The templates and Sentinel content (package data).
+TEMPLATES = ROOT / gen.TEMPLATES
 AUDIT = {AUDIT_TABLE.name: cc.kusto_table()}
 SOURCE = {"source": cc.source_table()}
 

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from content_fixtures import KQL_FIXTURES, ROOT, cc
+from content_fixtures import KQL_FIXTURES, TEMPLATES, cc, gen
+
+#: Queries are named by their path in the repository.
+PREFIX = gen.TEMPLATES.as_posix() + "/"
 
 
 def _names(prefix: str, repo_queries: list[cc.KqlQuery]) -> list[str]:
@@ -22,16 +25,16 @@ def test_all_repository_queries_type_check(
 
 
 def test_queries_are_collected_from_every_source(repo_queries: list[cc.KqlQuery]) -> None:
-    rules = len(list((ROOT / "dcr_templates/sentinel/analytics").glob("*.yaml")))
-    hunts = len(list((ROOT / "dcr_templates/sentinel/hunting").glob("*.yaml")))
+    rules = len(list((TEMPLATES / "sentinel/analytics").glob("*.yaml")))
+    hunts = len(list((TEMPLATES / "sentinel/hunting").glob("*.yaml")))
     assert rules >= 5 and hunts >= 3
-    assert len(_names("dcr_templates/sentinel/analytics/", repo_queries)) == rules
-    assert len(_names("dcr_templates/sentinel/hunting/", repo_queries)) == hunts
-    assert len(_names("dcr_templates/sentinel/workbook.gallery.json#", repo_queries)) >= 3
+    assert len(_names(f"{PREFIX}sentinel/analytics/", repo_queries)) == rules
+    assert len(_names(f"{PREFIX}sentinel/hunting/", repo_queries)) == hunts
+    assert len(_names(f"{PREFIX}sentinel/workbook.gallery.json#", repo_queries)) >= 3
     transforms = [q for q in repo_queries if q.name.endswith(".transformKql")]
     assert {q.name.split("#")[0] for q in transforms} == {
-        "dcr_templates/azuredeploy.json",
-        "dcr_templates/azuredeploy-direct.json",
+        f"{PREFIX}azuredeploy.json",
+        f"{PREFIX}azuredeploy-direct.json",
     }
     assert all(q.expect_columns == cc.kusto_table() and "source" in q.tables for q in transforms)
     docs = [q for q in repo_queries if q.name.startswith(("docs/", "README.md"))]
@@ -48,9 +51,7 @@ def test_transform_output_columns_equal_the_table(kql_results: dict[str, cc.KqlR
 def test_no_warnings_in_shipped_content(
     kql_results: dict[str, cc.KqlResult], repo_queries: list[cc.KqlQuery]
 ) -> None:
-    noisy = {
-        q.name: kql_results[q.name].warnings for q in repo_queries if q.name.startswith("dcr_templates/")
-    }
+    noisy = {q.name: kql_results[q.name].warnings for q in repo_queries if q.name.startswith(PREFIX)}
     assert not {k: v for k, v in noisy.items() if v}
 
 

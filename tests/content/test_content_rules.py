@@ -8,16 +8,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from content_fixtures import ROOT, cc, gen
+from content_fixtures import ROOT, TEMPLATES, cc, gen
 
-ANALYTICS = ROOT / "dcr_templates/sentinel/analytics"
-HUNTING = ROOT / "dcr_templates/sentinel/hunting"
+ANALYTICS = TEMPLATES / "sentinel/analytics"
+HUNTING = TEMPLATES / "sentinel/hunting"
 RULES = gen.load_yaml_dir(ANALYTICS)
 HUNTS = gen.load_yaml_dir(HUNTING)
 
 
 def _arm_rules() -> dict[str, dict[str, Any]]:
-    template = json.loads((ROOT / "dcr_templates/sentinel/analytics-rules.json").read_text(encoding="utf-8"))
+    template = json.loads((TEMPLATES / "sentinel/analytics-rules.json").read_text(encoding="utf-8"))
     return {r["name"]: r for r in template["resources"]}
 
 

@@ -1,14 +1,13 @@
-"""The ARM templates in dcr_templates/ are valid, up to date with the generator and agree with AUDIT_TABLE."""
+"""The ARM templates (package data) are valid, up to date with the generator and agree with AUDIT_TABLE."""
 
 from __future__ import annotations
 
 import copy
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
-from content_fixtures import ROOT, cc, gen
+from content_fixtures import ROOT, TEMPLATES, cc, gen
 
 from sentinel_forwarder._schema import AUDIT_TABLE, Column
 
@@ -16,7 +15,7 @@ DCR_TEMPLATES = {"azuredeploy.json": False, "azuredeploy-direct.json": True}
 
 
 def _load(rel: str) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads((ROOT / "dcr_templates" / rel).read_text(encoding="utf-8"))
+    data: dict[str, Any] = json.loads((TEMPLATES / rel).read_text(encoding="utf-8"))
     return data
 
 
@@ -35,7 +34,7 @@ def test_committed_files_match_the_generator() -> None:
 
 
 def test_every_json_file_is_valid_json() -> None:
-    files = sorted((ROOT / "dcr_templates").rglob("*.json"))
+    files = sorted(TEMPLATES.rglob("*.json"))
     assert len(files) >= 9
     for path in files:
         json.loads(path.read_text(encoding="utf-8"))
@@ -118,8 +117,8 @@ def test_schema_drift_is_caught() -> None:
     assert cc.check_dcr_template(_load("azuredeploy.json"), grown)
     regenerated = gen.dcr_template(grown)
     assert cc.check_dcr_template(regenerated, grown, direct=False) == []
-    assert gen.render_all(ROOT, grown)[Path("dcr_templates/azuredeploy.json")] != (
-        ROOT / "dcr_templates/azuredeploy.json"
+    assert gen.render_all(ROOT, grown)[gen.TEMPLATES / "azuredeploy.json"] != (
+        TEMPLATES / "azuredeploy.json"
     ).read_text(encoding="utf-8")
 
 
@@ -174,7 +173,7 @@ def test_workbook_serialized_data_is_the_gallery_json() -> None:
 
 def test_hunting_template_matches_yaml() -> None:
     template = _load("sentinel/hunting-queries.json")
-    hunts = {str(h["id"]): h for _, h in gen.load_yaml_dir(ROOT / "dcr_templates/sentinel/hunting")}
+    hunts = {str(h["id"]): h for _, h in gen.load_yaml_dir(TEMPLATES / "sentinel/hunting")}
     assert len(template["resources"]) == len(hunts)
     for res in template["resources"]:
         hunt_id = res["name"].split("'")[-2]
