@@ -327,6 +327,11 @@ def test_strict_mode_answers_400_for_each_silent_loss(body: Any, code: str) -> N
         assert strict.losses() == []
 
 
+def sdk_rows() -> list[dict[str, Any]]:
+    """12,000 rows of about 110 bytes: the SDK's first chunk is ~9,500 rows and over 1 MiB as JSON."""
+    return [{"TimeGenerated": recent(), "S": f"row {n:05d} " + "x" * 40, "I": n} for n in range(12_000)]
+
+
 def test_stock_sdk_upload_of_12000_rows_loses_nothing(emu: Emulator) -> None:
     """The stock SDK's upload() of 12,000 small rows: Azure (and the default emulator) take every chunk.
 
@@ -335,7 +340,7 @@ def test_stock_sdk_upload_of_12000_rows_loses_nothing(emu: Emulator) -> None:
     refuses those chunks as over the documented uncompressed limit, which proves the chunks really are
     larger than 1 MiB decoded, so the default emulator's acceptance is the as-sent check at work.
     """
-    rows = [{"TimeGenerated": recent(), "S": f"row {n:05d} " + "x" * 40, "I": n} for n in range(12_000)]
+    rows = sdk_rows()
     with sync_client(emu) as client:
         client.upload(TYPED_RULE_ID, "Custom-Typed", rows, enforce_https=False)
     assert emu.count("Typed_CL") == 12_000
@@ -365,3 +370,28 @@ def test_request_ids_of_losses_are_uuids(emu: Emulator, http: httpx.Client) -> N
     post(http, [{"S": 1}])
     (loss,) = emu.losses()
     assert uuid.UUID(loss.request_id)
+
+
+@pytest.mark.anyio
+async def test_stock_async_sdk_upload_of_12000_rows_loses_nothing(emu: Emulator, anyio_backend: str) -> None:
+    from azure.monitor.ingestion import LogsUploadError
+    from azure.monitor.ingestion.aio import LogsIngestionClient as AsyncLogsIngestionClient
+
+    from sentinel_forwarder.emulator import AsyncEmulatorCredential
+
+    kwargs: dict[str, Any] = {"retry_total": 0}
+    if anyio_backend == "trio":
+        from azure.core.pipeline.transport import TrioRequestsTransport
+
+        kwargs["transport"] = TrioRequestsTransport()
+    failed: list[Any] = []
+
+    async def on_error(error: LogsUploadError) -> None:
+        failed.extend(error.failed_logs)
+
+    rows = sdk_rows()
+    async with AsyncLogsIngestionClient(emu.endpoint, AsyncEmulatorCredential(), **kwargs) as client:
+        await client.upload(TYPED_RULE_ID, "Custom-Typed", rows, enforce_https=False, on_error=on_error)
+    assert failed == []
+    assert emu.count("Typed_CL") == 12_000
+    assert emu.stats().requests == 2
