@@ -14,15 +14,16 @@ def anyio_backend(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture(scope="module")
 def emulator() -> Iterator[Emulator]:
-    """One plain-HTTP emulator per test module (tests/emulator has its own fixtures)."""
-    with Emulator() as emu:
+    """One plain-HTTP emulator per test module (tests/emulator has its own fixtures), in strict mode: a
+    request whose data Azure would silently drop or alter fails the test instead of passing with a 204."""
+    with Emulator(strict=True) as emu:
         yield emu
 
 
 @pytest.fixture(scope="module")
 def tls_emulator() -> Iterator[Emulator]:
-    """One HTTPS emulator per test module, with its own CA (``ca_path``)."""
-    with Emulator(tls=True) as emu:
+    """One HTTPS emulator per test module, with its own CA (``ca_path``), in strict mode."""
+    with Emulator(tls=True, strict=True) as emu:
         yield emu
 
 

@@ -8,7 +8,8 @@
     with Emulator(tls=True) as emu:
         client = LogsIngestionClient(emu.endpoint, EmulatorCredential(), connection_verify=str(emu.ca_path))
         client.upload(emu.rule_id, emu.stream_name, [{"TimeGenerated": "2024-05-01T12:00:00Z", "Id": "1"}])
-        print(emu.rows(emu.table))
+        print(emu.rows(emu.table))  # TimeGenerated replaced by the receive time, as Azure does
+        print(emu.loss_report())  # ... and that is recorded; Emulator(strict=True) answers 400 instead
 
 See ``docs/emulator.md``.
 """
@@ -16,24 +17,45 @@ See ``docs/emulator.md``.
 from __future__ import annotations
 
 __all__ = [
+    "CLOUD_AUDIENCES",
     "DEFAULT_RULE_ID",
+    "LOSS_KINDS",
     "MAX_BODY_BYTES",
+    "MAX_DECODED_BYTES",
     "AsyncEmulatorCredential",
+    "AsyncEmulatorJwtCredential",
     "DataCollectionRule",
     "DcrError",
     "Emulator",
     "EmulatorCredential",
+    "EmulatorJwtCredential",
     "EmulatorStats",
     "Faults",
+    "Loss",
+    "RequestRecord",
+    "RoleAssignment",
+    "Roles",
     "Stream",
+    "format_loss_report",
     "load_dcrs",
+    "read_losses",
     "read_rows",
+    "unsigned_jwt",
 ]
 
 from ..testing import AsyncEmulatorCredential, EmulatorCredential
-from ._app import MAX_BODY_BYTES
+from ._app import MAX_BODY_BYTES, MAX_DECODED_BYTES
 from ._dcr import DEFAULT_RULE_ID, DataCollectionRule, DcrError, Stream, load_dcrs
 from ._faults import Faults
+from ._identity import (
+    CLOUD_AUDIENCES,
+    AsyncEmulatorJwtCredential,
+    EmulatorJwtCredential,
+    RoleAssignment,
+    Roles,
+    unsigned_jwt,
+)
+from ._losses import LOSS_KINDS, Loss, format_loss_report
 from ._server import Emulator
-from ._stats import EmulatorStats
-from ._store import read_rows
+from ._stats import EmulatorStats, RequestRecord
+from ._store import read_losses, read_rows

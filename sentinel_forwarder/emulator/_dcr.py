@@ -8,13 +8,18 @@ from __future__ import annotations
 __all__ = [
     "DEFAULT_RULE_ID",
     "MAX_FIELD_BYTES",
+    "MAX_TIME_GENERATED_AGE",
+    "MAX_TIME_GENERATED_LEAD",
+    "Change",
     "DataCollectionRule",
     "DcrError",
     "RowError",
     "Stream",
     "default_dcr",
+    "format_datetime",
     "load_dcrs",
     "merge_rules",
+    "parse_datetime",
     "rule_id_for_name",
     "tables_of",
 ]
@@ -25,11 +30,12 @@ import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 from .._schema import AUDIT_TABLE
+from ._losses import LossKind
 
 #: Immutable id of the emulator's built-in DCR (derived from ``AUDIT_TABLE``). Real ids are ``dcr-`` plus 32
 #: lower-case hex digits; this one is all zeros so that it is obviously local.
@@ -37,14 +43,20 @@ DEFAULT_RULE_ID = "dcr-00000000000000000000000000000000"
 
 #: A string field longer than this many UTF-8 bytes is truncated (documented service limit: 64 KB per field).
 MAX_FIELD_BYTES = 65_536
+#: A ``TimeGenerated`` older than this, or further ahead than the next one, relative to when the row was
+#: received, is replaced by the receive time (Learn: log-standard-columns, "TimeGenerated").
+MAX_TIME_GENERATED_AGE = timedelta(days=2)
+MAX_TIME_GENERATED_LEAD = timedelta(days=1)
 
 _DCR_TYPE = "microsoft.insights/datacollectionrules"
 _STREAM_TYPES = frozenset({"string", "int", "long", "real", "boolean", "dynamic", "datetime"})
 _TABLE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,62}_CL$")
 _IMMUTABLE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
-# ISO 8601 extended format with a date and a time; offset optional (then UTC, as the service assumes).
+# ISO 8601 with a date and a time, a 'T' or (as in the service's documented request example) a space between
+# them; offset optional (then UTC, as the service assumes).
 _DATETIME = re.compile(
-    r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?([Zz]|[+-]\d{2}:\d{2})?$",
+    r"^(?P<date>\d{4}-\d{2}-\d{2})[Tt ](?P<clock>\d{2}:\d{2}(?::\d{2})?)(?:\.(?P<fraction>\d{1,9}))?"
+    r"(?P<offset>[Zz]|[+-]\d{2}:\d{2})?$",
 )
 _INT32 = (-(2**31), 2**31 - 1)
 _INT64 = (-(2**63), 2**63 - 1)
@@ -55,12 +67,25 @@ class DcrError(ValueError):
 
 
 class RowError(ValueError):
-    """A row does not match its stream declaration."""
+    """A row does not match its stream declaration (or, in strict mode, would be altered by the service)."""
 
-    def __init__(self, index: int, column: str | None, message: str) -> None:
+    def __init__(self, index: int, column: str | None, message: str, *, code: str | None = None) -> None:
         super().__init__(message)
         self.index = index
         self.column = column
+        #: The error code to answer with.
+        self.code = code or ("InvalidColumnValue" if column else "InvalidPayload")
+
+
+@dataclass(frozen=True)
+class Change:
+    """What the service would silently do to one value of an accepted row (see :class:`Loss`)."""
+
+    column: str
+    kind: LossKind
+    detail: str
+    #: The error code strict mode answers with.
+    code: str
 
 
 def rule_id_for_name(name: str) -> str:
@@ -83,47 +108,70 @@ def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _check_value(column_type: str, value: Any) -> Any:
-    """Return the value to store, or raise :class:`ValueError` with the reason it is not acceptable."""
+def parse_datetime(value: str) -> datetime:
+    """Parse a date-time as the emulator accepts it; naive values are UTC (as the service assumes).
+
+    :raises ValueError: if *value* is not an ISO 8601 date and time (``T`` or a space between them).
+    """
+    match = _DATETIME.match(value)
+    if not match:
+        raise ValueError(f"{value[:64]!r} is not an ISO 8601 date-time (YYYY-MM-DDThh:mm[:ss[.f]][Z|±hh:mm])")
+    # Python 3.10 knows neither 'Z' nor fractions other than 3 or 6 digits: normalise them.
+    date, clock, fraction, offset = match.group("date", "clock", "fraction", "offset")
+    micros = (fraction or "").ljust(6, "0")[:6]
+    text = f"{date}T{clock}" + (f".{micros}" if fraction else "")
+    text += "+00:00" if not offset or offset in "Zz" else offset
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise ValueError(f"{value!r} is not a valid date-time: {exc}") from None
+
+
+def format_datetime(value: datetime) -> str:
+    """``YYYY-MM-DDThh:mm:ss.ffffffZ`` in UTC."""
+    return value.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _check_value(column_type: str, value: Any) -> tuple[Any, str | None]:
+    """Return the value to store and, for a string coerced from another JSON type, a description of it.
+
+    :raises ValueError: with the reason the value is not acceptable.
+    """
     if value is None:
-        return None
+        return None, None
     if column_type == "string":
-        if not isinstance(value, str):
-            raise ValueError(f"expected a JSON string, got {_json_kind(value)}")
-        return _truncate(value)
+        if isinstance(value, str):
+            return value, None
+        # Documented leniency: recorded SDK exchanges put an integer and an object into string columns and
+        # got 204. How the service renders them is not documented: stored here as their compact JSON text.
+        if _is_int(value) or isinstance(value, dict):
+            text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+            return text, f"{_json_kind(value)} stored as the string {text[:64]!r}"
+        raise ValueError(f"expected a JSON string, got {_json_kind(value)}")
     if column_type in ("int", "long"):
         low, high = _INT32 if column_type == "int" else _INT64
         if not _is_int(value):
             raise ValueError(f"expected a JSON integer, got {_json_kind(value)}")
         if not low <= value <= high:
             raise ValueError(f"integer {value} is out of range for {column_type}")
-        return value
+        return value, None
     if column_type == "real":
         if not (_is_int(value) or isinstance(value, float)):
             raise ValueError(f"expected a JSON number, got {_json_kind(value)}")
         if isinstance(value, float) and not math.isfinite(value):
             raise ValueError("expected a finite number")
-        return value
+        return value, None
     if column_type == "boolean":
         if not isinstance(value, bool):
             raise ValueError(f"expected true or false, got {_json_kind(value)}")
-        return value
+        return value, None
     if column_type == "datetime":
         if not isinstance(value, str):
             raise ValueError(f"expected an ISO 8601 date-time string, got {_json_kind(value)}")
-        if not _DATETIME.match(value):
-            raise ValueError(
-                f"{value[:64]!r} is not an ISO 8601 date-time (YYYY-MM-DDThh:mm[:ss[.f]][Z|±hh:mm])"
-            )
-        try:
-            # Python 3.10 does not know 'Z' and at most 6 fraction digits; normalise for the range check only.
-            normalised = re.sub(r"(\.\d{6})\d+", r"\1", value.upper().replace("Z", "+00:00"))
-            datetime.fromisoformat(normalised)
-        except ValueError as exc:
-            raise ValueError(f"{value!r} is not a valid date-time: {exc}") from None
-        return value
+        parse_datetime(value)
+        return value, None
     # dynamic: any JSON value (strings are stored as given).
-    return value
+    return value, None
 
 
 def _json_kind(value: object) -> str:
@@ -142,6 +190,13 @@ def _json_kind(value: object) -> str:
     return type(value).__name__
 
 
+def _strict_message(index: int, change: Change, stream: str) -> str:
+    return (
+        f"Record {index}, column '{change.column}': {change.detail}. Azure would accept this row (204) and "
+        f"store it altered; rejected because the emulator runs in strict mode (stream '{stream}')."
+    )
+
+
 @dataclass(frozen=True)
 class Stream:
     """A declared input stream of a DCR and the tables its data flows write to."""
@@ -150,29 +205,91 @@ class Stream:
     columns: Mapping[str, str]
     tables: tuple[str, ...]
 
-    def validate(self, index: int, row: object) -> dict[str, Any]:
-        """Check one row and return what lands in the table: declared columns only, long strings truncated.
+    def admit(
+        self, index: int, row: object, *, received: datetime, strict: bool = False
+    ) -> tuple[dict[str, Any], list[Change]]:
+        """Check one row and return what lands in the table, and what the service would silently change.
 
-        Columns not declared in the stream are dropped, as with the identity transform ``source``.
+        As the service does (see docs/emulator.md): columns not declared in the stream are dropped, an integer
+        or an object in a ``string`` column is stored as text, strings longer than 64 KB are truncated, and a
+        ``TimeGenerated`` more than 2 days before or 1 day after *received* is replaced by *received*.
+
+        :param index: Position of the row in the request body, for messages.
+        :param row: The decoded JSON value.
+        :param received: When the request arrived (timezone-aware).
+        :param strict: Raise :class:`RowError` for any such change instead of applying it.
+        :raises RowError: naming the row index and column when a value has the wrong type (or, in strict mode,
+            would be changed).
+        """
+        if not isinstance(row, dict):
+            raise RowError(index, None, f"Record {index}: expected a JSON object, got {_json_kind(row)}.")
+        out: dict[str, Any] = {}
+        changes: list[Change] = []
+        for key, value in row.items():
+            column_type = self.columns.get(key)
+            if column_type is None:
+                changes.append(
+                    Change(
+                        key,
+                        "undeclared_column",
+                        f"column not declared in stream '{self.name}': dropped",
+                        "UndeclaredColumn",
+                    )
+                )
+            else:
+                try:
+                    stored, coerced = _check_value(column_type, value)
+                except ValueError as exc:
+                    raise RowError(
+                        index, key, f"Record {index}, column '{key}' (type {column_type}): {exc}."
+                    ) from None
+                if coerced is not None:
+                    changes.append(Change(key, "coerced", coerced, "InvalidColumnValue"))
+                if isinstance(stored, str) and column_type == "string":
+                    cut = _truncate(stored)
+                    if cut is not stored:
+                        changes.append(
+                            Change(
+                                key,
+                                "truncated",
+                                f"{len(stored.encode('utf-8'))} UTF-8 bytes truncated to {MAX_FIELD_BYTES}",
+                                "FieldTooLong",
+                            )
+                        )
+                        stored = cut
+                if key == "TimeGenerated" and column_type == "datetime" and stored is not None:
+                    stored, change = _time_generated(stored, received)
+                    if change is not None:
+                        changes.append(change)
+                out[key] = stored
+            if strict and changes:
+                raise RowError(
+                    index, key, _strict_message(index, changes[0], self.name), code=changes[0].code
+                )
+        return out, changes
+
+    def validate(self, index: int, row: object) -> dict[str, Any]:
+        """:meth:`admit` as the service does it, now, returning only what lands.
 
         :param index: Position of the row in the request body, for the error message.
         :param row: The decoded JSON value.
         :raises RowError: naming the row index and column when a value has the wrong type.
         """
-        if not isinstance(row, dict):
-            raise RowError(index, None, f"Record {index}: expected a JSON object, got {_json_kind(row)}.")
-        out: dict[str, Any] = {}
-        for key, value in row.items():
-            column_type = self.columns.get(key)
-            if column_type is None:
-                continue
-            try:
-                out[key] = _check_value(column_type, value)
-            except ValueError as exc:
-                raise RowError(
-                    index, key, f"Record {index}, column '{key}' (type {column_type}): {exc}."
-                ) from None
-        return out
+        return self.admit(index, row, received=datetime.now(timezone.utc))[0]
+
+
+def _time_generated(value: str, received: datetime) -> tuple[str, Change | None]:
+    when = parse_datetime(value)
+    if received - MAX_TIME_GENERATED_AGE <= when <= received + MAX_TIME_GENERATED_LEAD:
+        return value, None
+    relation = "more than 2 days before" if when < received else "more than 1 day after"
+    replacement = format_datetime(received)
+    return replacement, Change(
+        "TimeGenerated",
+        "time_replaced",
+        f"{value[:64]!r} is {relation} the request was received: replaced by {replacement}",
+        "TimeGeneratedOutOfRange",
+    )
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,9 @@ from .._schema import AUDIT_TABLE
 from ._app import create_app
 from ._dcr import DEFAULT_RULE_ID, DataCollectionRule, default_dcr, load_dcrs
 from ._faults import Faults
-from ._stats import EmulatorStats, StatsRecorder
+from ._identity import CLOUD_AUDIENCES, Roles
+from ._losses import Loss, format_loss_report
+from ._stats import EmulatorStats, RequestLog, RequestRecord, StatsRecorder
 from ._store import RowStore
 
 _LOGGER = logging.getLogger(__name__)
@@ -78,6 +80,12 @@ class Emulator:
     Usable from sync code and from any async framework: the server runs on its own thread and event loop. An
     emulator is one-shot: it cannot be started again after :meth:`stop`.
 
+    By default it answers what Azure answers, including ``204`` for data Azure accepts and then silently drops
+    or alters (a bare JSON object, undeclared columns, an integer or object in a ``string`` column, an
+    out-of-range ``TimeGenerated``, a string over 64 KB); each such loss is recorded (:meth:`losses`,
+    ``GET /_emulator/losses``) and logged as a WARNING. With ``strict=True`` those requests are answered
+    ``400`` instead, which is what CI usually wants.
+
     :param port: TCP port; 0 (the default) picks a free ephemeral port.
     :param host: Interface to bind, ``127.0.0.1`` by default. Anything but loopback requires *allow_remote*.
     :param tls: Serve HTTPS with a certificate from a fresh local CA (see :attr:`ca_path`).
@@ -91,7 +99,12 @@ class Emulator:
     :param cert_dir: Where to write ``ca.pem``, ``server.pem`` and ``server.key`` when *tls*; default a
         temporary directory removed by :meth:`stop`.
     :param admin: Serve the ``/_emulator/...`` admin endpoints (default true; always off with a remote host).
-    :raises ValueError: for a non-loopback *host* without *allow_remote*, or an invalid DCR.
+    :param strict: Answer ``400`` (``413`` for a gzip body over 1 MiB decoded) where Azure would accept the
+        request and silently lose or alter data; default false (Azure-faithful, losses recorded).
+    :param cloud: ``"public"`` (default), ``"usgov"`` or ``"china"``: a JWT-shaped token whose ``aud`` is not
+        that cloud's ingestion audience is answered ``401 InvalidAudience``. Opaque tokens are not checked.
+    :raises ValueError: for a non-loopback *host* without *allow_remote*, an unknown *cloud*, or an invalid
+        DCR.
     """
 
     def __init__(
@@ -107,6 +120,8 @@ class Emulator:
         allow_remote: bool = False,
         cert_dir: str | Path | None = None,
         admin: bool = True,
+        strict: bool = False,
+        cloud: str = "public",
     ) -> None:
         loopback = is_loopback(host)
         if not loopback and not allow_remote:
@@ -116,6 +131,8 @@ class Emulator:
             )
         if not 0 <= port <= 65535:
             raise ValueError(f"invalid port {port}")
+        if cloud not in CLOUD_AUDIENCES:
+            raise ValueError(f"unknown cloud {cloud!r}; expected one of {', '.join(CLOUD_AUDIENCES)}")
         rules: dict[str, DataCollectionRule] = {DEFAULT_RULE_ID: default_dcr()}
         for source in dcrs:
             loaded = [source] if isinstance(source, DataCollectionRule) else load_dcrs(source)
@@ -134,7 +151,12 @@ class Emulator:
         self._cert_dir = Path(cert_dir) if cert_dir is not None else None
         self._temp_dir: Path | None = None
         self._ca_path: Path | None = None
+        self._strict = strict
+        self._cloud = cloud
         self.faults = Faults()
+        #: Role assignments (see :class:`Roles`); none by default: every identity may ingest.
+        self.roles = Roles()
+        self._log = RequestLog()
         self._stats = StatsRecorder()
         self._store: RowStore | None = None
         self._server: _Server | None = None
@@ -182,6 +204,10 @@ class Emulator:
             stats=self._stats,
             tokens=self._tokens,
             admin=self._admin,
+            strict=self._strict,
+            cloud=self._cloud,
+            roles=self.roles,
+            log=self._log,
         )
         config = uvicorn.Config(
             app,
@@ -329,6 +355,16 @@ class Emulator:
         return self._rules
 
     @property
+    def strict(self) -> bool:
+        """Whether silent losses are answered ``400`` instead of ``204``."""
+        return self._strict
+
+    @property
+    def cloud(self) -> str:
+        """The cloud whose token audience is expected: ``public``, ``usgov`` or ``china``."""
+        return self._cloud
+
+    @property
     def sink(self) -> bool:
         """Whether rows are only counted, not stored."""
         return self._sink
@@ -366,6 +402,30 @@ class Emulator:
         """A snapshot of the request counters."""
         return self._stats.snapshot()
 
+    def losses(self, *, limit: int | None = None) -> list[Loss]:
+        """What Azure would have accepted with ``204`` and silently dropped or altered, in order.
+
+        Each :class:`Loss` names the request (its ``x-ms-request-id``), the record index, the column and what
+        happened. Empty in strict mode (those requests are refused). At most ``MAX_RECORDED_LOSSES`` are kept;
+        ``stats().silent_losses`` counts them all.
+
+        :param limit: At most this many (the first ones).
+        """
+        if self._store is None:
+            return []
+        return self._store.losses(limit=limit)
+
+    def loss_report(self) -> str:
+        """:meth:`losses` as text for people (what ``sentinel-forwarder`` prints), grouped by request."""
+        return format_loss_report(self.losses(), total=self._stats.snapshot().silent_losses)
+
+    def requests(self) -> tuple[RequestRecord, ...]:
+        """The latest ingestion requests, oldest first: request ids, client request ids, status, rows, losses.
+
+        A request is logged just before it stops counting as in flight (see :meth:`wait_until_idle`).
+        """
+        return self._log.records()
+
     def wait_for_answers(self, n: int, *, timeout: float = 10.0) -> bool:
         """Block until *n* ingestion requests in total have been answered (or dropped) since the last reset.
 
@@ -396,11 +456,14 @@ class Emulator:
         return self._stats.wait_until_idle(timeout)
 
     def reset(self) -> None:
-        """Remove faults, zero the counters and delete stored rows (``POST /_emulator/reset``)."""
+        """Remove faults and role assignments, zero the counters, delete stored rows and recorded losses, and
+        clear the request log (``POST /_emulator/reset``)."""
         self.faults.reset()
+        self.roles.clear()
         self._stats.reset()
         if self._store is not None:
             self._store.clear()
+        self._log.clear()
 
 
 def _bind(host: str, port: int) -> socket.socket:

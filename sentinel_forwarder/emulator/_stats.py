@@ -1,10 +1,11 @@
-"""Counters of what the emulator saw: requests by status, rows accepted, bytes received."""
+"""What the emulator saw: counters (requests by status, rows accepted, bytes received) and a request log."""
 
 from __future__ import annotations
 
-__all__ = ["EmulatorStats", "StatsRecorder"]
+__all__ = ["MAX_LOGGED_REQUESTS", "EmulatorStats", "RequestLog", "RequestRecord", "StatsRecorder"]
 
 import threading
+from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -31,6 +32,9 @@ class EmulatorStats:
     in_flight: int = 0
     #: The largest number of ingestion requests served at the same time (overlap, e.g. under latency).
     max_in_flight: int = 0
+    #: Silent losses: values, rows or bodies Azure would have accepted with 204 and dropped or altered
+    #: (see :meth:`~sentinel_forwarder.emulator.Emulator.losses`). Always 0 in strict mode.
+    silent_losses: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         """The snapshot as JSON-ready data (status keys become strings)."""
@@ -43,6 +47,7 @@ class EmulatorStats:
             "connections_dropped": self.connections_dropped,
             "in_flight": self.in_flight,
             "max_in_flight": self.max_in_flight,
+            "silent_losses": self.silent_losses,
         }
 
 
@@ -63,6 +68,7 @@ class StatsRecorder:
         self._dropped = 0
         self._in_flight = 0
         self._max_in_flight = 0
+        self._losses = 0
 
     def request(self) -> None:
         """Count one incoming ingestion request (and one more in flight until :meth:`done`)."""
@@ -99,6 +105,11 @@ class StatsRecorder:
         with self._lock:
             self._decompressed += nbytes
 
+    def losses(self, n: int) -> None:
+        """Count silent losses."""
+        with self._lock:
+            self._losses += n
+
     def rows(self, n: int) -> None:
         """Count accepted rows."""
         with self._condition:
@@ -120,6 +131,7 @@ class StatsRecorder:
             connections_dropped=self._dropped,
             in_flight=self._in_flight,
             max_in_flight=self._max_in_flight,
+            silent_losses=self._losses,
         )
 
     def wait_for_answers(self, n: int, timeout: float) -> bool:
@@ -160,3 +172,59 @@ class StatsRecorder:
             self._clear()
             self._in_flight = in_flight
             self._condition.notify_all()
+
+
+#: The request log keeps this many of the latest ingestion requests.
+MAX_LOGGED_REQUESTS = 10_000
+
+
+@dataclass(frozen=True)
+class RequestRecord:
+    """One ingestion request as the emulator answered it."""
+
+    #: The ``x-ms-request-id`` the emulator answered with.
+    request_id: str
+    #: The client's ``x-ms-client-request-id`` (echoed in the answer), if it sent one.
+    client_request_id: str | None
+    #: The request path (without the query).
+    path: str
+    #: The answer's status; ``None`` for a connection dropped by fault injection.
+    status: int | None
+    #: Rows accepted by this request.
+    rows: int = 0
+    #: Silent losses recorded for this request.
+    losses: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        """The record as JSON-ready data."""
+        return {
+            "request_id": self.request_id,
+            "client_request_id": self.client_request_id,
+            "path": self.path,
+            "status": self.status,
+            "rows": self.rows,
+            "losses": self.losses,
+        }
+
+
+class RequestLog:
+    """The latest :data:`MAX_LOGGED_REQUESTS` ingestion requests, oldest first. Thread-safe."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._records: deque[RequestRecord] = deque(maxlen=MAX_LOGGED_REQUESTS)
+
+    def add(self, record: RequestRecord) -> None:
+        """Append one record (the oldest goes when full)."""
+        with self._lock:
+            self._records.append(record)
+
+    def records(self) -> tuple[RequestRecord, ...]:
+        """The logged requests, oldest first."""
+        with self._lock:
+            return tuple(self._records)
+
+    def clear(self) -> None:
+        """Forget every record."""
+        with self._lock:
+            self._records.clear()

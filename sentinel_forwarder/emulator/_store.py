@@ -8,12 +8,15 @@ Layout of every table (``<Table>_CL``)::
     _Stream     TEXT    -- input stream name
     _Row        TEXT    -- the row as JSON (declared columns only, long strings truncated)
 
-Pure Python (no starlette): the CLI reads files with :func:`read_rows`.
+Silent losses (see :class:`~sentinel_forwarder.emulator.Loss`) go to the ``_EmulatorLosses`` table of the same
+database, the first :data:`MAX_RECORDED_LOSSES` of them (all are counted).
+
+Pure Python (no starlette): the CLI reads files with :func:`read_rows` and :func:`read_losses`.
 """
 
 from __future__ import annotations
 
-__all__ = ["RowStore", "list_tables", "read_rows"]
+__all__ = ["MAX_RECORDED_LOSSES", "RowStore", "list_tables", "read_losses", "read_rows"]
 
 import json
 import re
@@ -22,7 +25,16 @@ import threading
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
+
+from ._losses import LOSS_KINDS, Loss, LossKind
+
+#: At most this many losses are stored (in memory or in the database file); the rest are only counted.
+MAX_RECORDED_LOSSES = 100_000
+
+# Starts with an underscore, so it can never be a custom table (those start with a letter).
+_LOSS_TABLE = '"_EmulatorLosses"'
+_LOSS_COLUMNS = "RequestId, RuleId, Stream, Record, ColumnName, Kind, Detail"
 
 _TABLE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,127}$")
 
@@ -55,10 +67,16 @@ class RowStore:
         self._lock = threading.Lock()
         self._sink = sink
         self._counts: dict[str, int] = {}
+        self._losses = 0
         self._conn = sqlite3.connect(str(db), check_same_thread=False, isolation_level=None)
         if str(db) != ":memory:":
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("PRAGMA synchronous=NORMAL")
+        self._conn.execute(
+            f"CREATE TABLE IF NOT EXISTS {_LOSS_TABLE} (_Seq INTEGER PRIMARY KEY AUTOINCREMENT, "
+            "_RecordedAt TEXT NOT NULL, RequestId TEXT NOT NULL, RuleId TEXT NOT NULL, Stream TEXT NOT NULL, "
+            "Record INTEGER, ColumnName TEXT, Kind TEXT NOT NULL, Detail TEXT NOT NULL)"
+        )
 
     def create_tables(self, tables: Iterable[str]) -> None:
         """Create the tables that do not exist yet.
@@ -122,9 +140,50 @@ class RowStore:
             (n,) = self._conn.execute(f"SELECT COUNT(*) FROM {_quoted(table)}").fetchone()
             return int(n)
 
-    def clear(self) -> None:
-        """Delete every stored row and reset the counters."""
+    def record_losses(self, losses: Sequence[Loss]) -> None:
+        """Count *losses* and store them while fewer than :data:`MAX_RECORDED_LOSSES` are stored.
+
+        :param losses: The losses of one request.
+        """
         with self._lock:
+            room = max(0, MAX_RECORDED_LOSSES - self._losses)
+            self._losses += len(losses)
+            if not room or not losses:
+                return
+            stamp = _now()
+            self._conn.execute("BEGIN")
+            try:
+                self._conn.executemany(
+                    f"INSERT INTO {_LOSS_TABLE} (_RecordedAt, {_LOSS_COLUMNS}) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    [
+                        (stamp, x.request_id, x.rule_id, x.stream, x.row, x.column, x.kind, x.detail)
+                        for x in losses[:room]
+                    ],
+                )
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+
+    def losses(self, *, limit: int | None = None) -> list[Loss]:
+        """Recorded losses in order (at most :data:`MAX_RECORDED_LOSSES`; see :meth:`loss_count`).
+
+        :param limit: At most this many (the first ones); ``None`` for all.
+        """
+        with self._lock:
+            return _select_losses(self._conn, limit)
+
+    def loss_count(self) -> int:
+        """How many losses happened since the last :meth:`clear`, recorded or not."""
+        with self._lock:
+            return self._losses
+
+    def clear(self) -> None:
+        """Delete every stored row and loss and reset the counters."""
+        with self._lock:
+            self._losses = 0
+            self._conn.execute(f"DELETE FROM {_LOSS_TABLE}")
             for table in self._counts:
                 self._counts[table] = 0
                 if not self._sink:
@@ -145,6 +204,19 @@ def _select(conn: sqlite3.Connection, table: str, limit: int | None, meta: bool)
     return [_decode(record, meta) for record in conn.execute(sql, params)]
 
 
+def _select_losses(conn: sqlite3.Connection, limit: int | None) -> list[Loss]:
+    sql = f"SELECT {_LOSS_COLUMNS} FROM {_LOSS_TABLE} ORDER BY _Seq"
+    params: tuple[int, ...] = ()
+    if limit is not None:
+        sql += " LIMIT ?"
+        params = (max(limit, 0),)
+    out: list[Loss] = []
+    for request_id, rule_id, stream, record, column, kind, detail in conn.execute(sql, params):
+        if kind in LOSS_KINDS:
+            out.append(Loss(request_id, rule_id, stream, record, column, cast(LossKind, kind), detail))
+    return out
+
+
 def _open_read_only(db: str | Path) -> sqlite3.Connection:
     path = Path(db)
     if not path.exists():
@@ -163,8 +235,8 @@ def list_tables(db: str | Path) -> list[str]:
         return [
             name
             for (name,) in conn.execute(
-                "SELECT name FROM sqlite_master "
-                "WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name"
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' "
+                "AND substr(name, 1, 1) != '_' ORDER BY name"
             )
         ]
     finally:
@@ -188,5 +260,24 @@ def read_rows(
     conn = _open_read_only(db)
     try:
         return _select(conn, table, limit, meta)
+    finally:
+        conn.close()
+
+
+def read_losses(db: str | Path, *, limit: int | None = None) -> list[Loss]:
+    """Read the silent losses an emulator recorded in its database file, in order.
+
+    Format them with :func:`~sentinel_forwarder.emulator.format_loss_report`.
+
+    :param db: Path of the SQLite file the emulator wrote (``--db``).
+    :param limit: At most this many (the first ones); ``None`` for all.
+    :raises FileNotFoundError: if there is no such file.
+    """
+    conn = _open_read_only(db)
+    try:
+        exists = conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '_EmulatorLosses'"
+        ).fetchone()
+        return _select_losses(conn, limit) if exists else []
     finally:
         conn.close()

@@ -17,19 +17,19 @@ def anyio_backend(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture(scope="module")
 def http_emu() -> Iterator[Emulator]:
-    with Emulator(dcrs=[TYPED_DCR]) as emu:
+    with Emulator(dcrs=[TYPED_DCR], strict=True) as emu:
         yield emu
 
 
 @pytest.fixture(scope="module")
 def https_emu() -> Iterator[Emulator]:
-    with Emulator(tls=True, dcrs=[TYPED_DCR]) as emu:
+    with Emulator(tls=True, dcrs=[TYPED_DCR], strict=True) as emu:
         yield emu
 
 
 @pytest.fixture(params=["http", "https"])
 def emu(request: pytest.FixtureRequest) -> Iterator[Emulator]:
-    """A shared emulator over HTTP or HTTPS, reset before each test."""
+    """A shared strict-mode emulator over HTTP or HTTPS, reset before each test."""
     emulator: Emulator = request.getfixturevalue(f"{request.param}_emu")
     emulator.reset()
     yield emulator

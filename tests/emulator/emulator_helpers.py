@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from azure.monitor.ingestion import LogsIngestionClient
@@ -39,11 +40,16 @@ TYPED_DCR: dict[str, Any] = {
 }
 
 
+def recent(**delta: float) -> str:
+    """A ``TimeGenerated`` value: now (UTC) plus *delta* (``timedelta`` keywords), microseconds, ``Z``."""
+    return (datetime.now(timezone.utc) + timedelta(**delta)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
 def audit_row(**overrides: Any) -> dict[str, Any]:
-    """A realistic AISentinelAudit_CL row."""
+    """A realistic AISentinelAudit_CL row, timed an hour ago (Azure replaces times more than 2 days old)."""
     n = next(_ids)
     row: dict[str, Any] = {
-        "TimeGenerated": "2024-05-01T12:00:00.123456Z",
+        "TimeGenerated": recent(hours=-1),
         "Id": f"0190a0c2-7c1e-7d4e-9a55-{n:012x}",
         "SessionId": "session-42",
         "Severity": "High",

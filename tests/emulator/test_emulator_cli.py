@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from azure.monitor.ingestion import LogsIngestionClient
 
-from sentinel_forwarder.emulator import EmulatorCredential
+from sentinel_forwarder.emulator import EmulatorCredential, read_losses
 
 MakeRow = Callable[..., dict[str, Any]]
 CLI = [sys.executable, "-m", "sentinel_forwarder.cli"]
@@ -156,3 +156,22 @@ def test_help_lists_commands() -> None:
     result = subprocess.run([*CLI, "--help"], capture_output=True, text=True, env=ENV, timeout=60)
     assert result.returncode == 0
     assert "emulator" in result.stdout and "rows" in result.stdout
+
+
+def test_emulator_prints_a_warning_line_per_request_that_lost_data(
+    run_emulator: Callable[..., tuple[subprocess.Popen[str], dict[str, Any]]],
+    tmp_path: Path,
+    make_row: MakeRow,
+) -> None:
+    db = tmp_path / "emulator.sqlite"
+    process, info = run_emulator("--db", str(db))
+    with LogsIngestionClient(info["endpoint"], EmulatorCredential(), retry_total=0) as client:
+        client.upload(info["rule_id"], info["stream_name"], [make_row(Nope=1)], enforce_https=False)
+        client.upload(info["rule_id"], info["stream_name"], [make_row()], enforce_https=False)
+    stop(process)
+    assert process.stderr is not None
+    warnings = [line for line in process.stderr.read().splitlines() if "silently lose data" in line]
+    (loss,) = read_losses(db)
+    assert len(warnings) == 1
+    assert loss.request_id in warnings[0]
+    assert "1 undeclared column value(s) dropped (Nope)" in warnings[0]

@@ -213,7 +213,7 @@ def test_sink_mode_counts_but_stores_nothing(make_row: MakeRow) -> None:
     with Emulator(sink=True) as emu, sync_client(emu) as client:
         client.upload(emu.rule_id, emu.stream_name, [make_row() for _ in range(10)], enforce_https=False)
         with pytest.raises(HttpResponseError):  # still validated
-            client.upload(emu.rule_id, emu.stream_name, [make_row(Severity=3)], enforce_https=False)
+            client.upload(emu.rule_id, emu.stream_name, [make_row(Severity=True)], enforce_https=False)
         assert emu.sink
         assert emu.count(emu.table) == 10
         assert emu.rows(emu.table) == []

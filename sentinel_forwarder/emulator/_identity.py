@@ -1,0 +1,330 @@
+"""Identity: token audiences per cloud, role assignments on DCRs, and credentials that issue unsigned JWTs.
+
+The real service validates Entra ID tokens: a token for another audience is answered ``401 InvalidAudience``
+(azure-docs PR #103840), and an identity without the Monitoring Metrics Publisher role on the DCR ``403
+OperationFailed`` (the SDK's TROUBLESHOOTING.md), where a new role assignment can take up to 30 minutes to
+propagate. The emulator checks no signature: it reads the claims of a JWT-shaped token and leaves opaque
+tokens alone (they carry no audience and no identity).
+
+Pure Python (no starlette).
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CLOUD_AUDIENCES",
+    "AsyncEmulatorJwtCredential",
+    "EmulatorJwtCredential",
+    "RoleAssignment",
+    "Roles",
+    "token_claims",
+    "unsigned_jwt",
+]
+
+import base64
+import binascii
+import json
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+from azure.core.credentials import AccessToken, AccessTokenInfo, TokenRequestOptions
+from azure.core.exceptions import ClientAuthenticationError
+
+#: The audience a Logs Ingestion token must have, by cloud (scopes ``<audience>/.default``). A trailing ``/``
+#: is tolerated. Public: azure-docs issue #111939; US Gov and China: the SDK's documented sovereign scopes.
+CLOUD_AUDIENCES: Mapping[str, str] = {
+    "public": "https://monitor.azure.com",
+    "usgov": "https://monitor.azure.us",
+    "china": "https://monitor.azure.cn",
+}
+
+#: The role that allows ingestion (assigned on the DCR).
+MONITORING_METRICS_PUBLISHER = "3913510d-42f4-4e42-8a64-420c390055eb"
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _b64url_json(segment: str) -> Any:
+    padded = segment + "=" * (-len(segment) % 4)
+    return json.loads(base64.urlsafe_b64decode(padded.encode("ascii")))
+
+
+def unsigned_jwt(claims: Mapping[str, Any]) -> str:
+    """An unsigned JWT (``alg: none``, empty signature) carrying *claims*, for the emulator only.
+
+    :param claims: JSON-serialisable claims, e.g. ``{"aud": "https://monitor.azure.com", "oid": "..."}``.
+    """
+    header = _b64url(json.dumps({"alg": "none", "typ": "JWT"}).encode())
+    payload = _b64url(json.dumps(dict(claims), separators=(",", ":")).encode())
+    return f"{header}.{payload}."
+
+
+def token_claims(token: str) -> dict[str, Any] | None:
+    """The claims of a JWT-shaped token (signature not checked), or ``None`` for an opaque token.
+
+    :param token: A bearer token.
+    """
+    parts = token.split(".")
+    if len(parts) != 3 or not parts[0] or not parts[1]:
+        return None
+    try:
+        header = _b64url_json(parts[0])
+        claims = _b64url_json(parts[1])
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        return None
+    if not isinstance(header, dict) or "alg" not in header or not isinstance(claims, dict):
+        return None
+    return claims
+
+
+def audience_matches(audience: object, cloud: str) -> bool:
+    """Whether a token's ``aud`` claim (a string or a list of strings) names *cloud*'s ingestion audience."""
+    expected = CLOUD_AUDIENCES[cloud]
+    values = audience if isinstance(audience, list) else [audience]
+    return any(isinstance(v, str) and v.rstrip("/") == expected for v in values)
+
+
+@dataclass(frozen=True)
+class RoleAssignment:
+    """The Monitoring Metrics Publisher role for one identity, on one DCR (or on every DCR)."""
+
+    #: Entra object id of the identity (the token's ``oid`` claim).
+    object_id: str
+    #: DCR immutable id; ``None`` for a broader scope (resource group, subscription): every DCR.
+    rule_id: str | None
+    #: Seconds after assignment before it takes effect (the service: up to 30 minutes).
+    propagation_delay: float
+    #: When it takes effect, on the :class:`Roles` clock.
+    effective_at: float
+
+    def as_dict(self) -> dict[str, Any]:
+        """The assignment as JSON-ready data."""
+        return {
+            "object_id": self.object_id,
+            "rule_id": self.rule_id,
+            "propagation_delay": self.propagation_delay,
+            "role_definition_id": MONITORING_METRICS_PUBLISHER,
+        }
+
+
+class Roles:
+    """Role assignments (``emu.roles``). While none is configured, every identity may ingest (as before).
+
+    Once at least one assignment exists, a request is answered ``403 OperationFailed`` unless its token is a
+    JWT whose ``oid`` has an assignment on the DCR that has taken effect. Thread-safe.
+
+    :param clock: Monotonic clock in seconds (injectable for tests of the propagation delay).
+    """
+
+    def __init__(self, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._assignments: list[RoleAssignment] = []
+
+    def assign(self, object_id: str, rule_id: str | None = None, *, propagation_delay: float = 0.0) -> None:
+        """Give *object_id* the Monitoring Metrics Publisher role on a DCR.
+
+        :param object_id: The identity's object id (``oid`` claim).
+        :param rule_id: DCR immutable id; ``None`` for every DCR.
+        :param propagation_delay: Seconds before the assignment takes effect.
+        :raises ValueError: for an empty object id or a negative or non-finite delay.
+        """
+        if not object_id:
+            raise ValueError("object_id must be a non-empty string")
+        if not 0 <= propagation_delay < float("inf"):
+            raise ValueError(f"propagation_delay must be a non-negative number, not {propagation_delay!r}")
+        with self._lock:
+            self._assignments.append(
+                RoleAssignment(object_id, rule_id, propagation_delay, self._clock() + propagation_delay)
+            )
+
+    def clear(self) -> None:
+        """Remove every assignment: every identity may ingest again."""
+        with self._lock:
+            self._assignments.clear()
+
+    @property
+    def enforced(self) -> bool:
+        """Whether any assignment is configured (then identities without one are refused)."""
+        with self._lock:
+            return bool(self._assignments)
+
+    def assignments(self) -> tuple[RoleAssignment, ...]:
+        """Every configured assignment, effective or not."""
+        with self._lock:
+            return tuple(self._assignments)
+
+    def allows(self, object_id: str | None, rule_id: str) -> bool:
+        """Whether *object_id* may ingest into *rule_id* now (always, while nothing is configured)."""
+        with self._lock:
+            if not self._assignments:
+                return True
+            now = self._clock()
+            return object_id is not None and any(
+                a.object_id == object_id and a.rule_id in (None, rule_id) and a.effective_at <= now
+                for a in self._assignments
+            )
+
+
+# -- credentials ---------------------------------------------------------------------------------------------
+
+
+class _JwtIssuer:
+    def __init__(
+        self, object_id: str | None, tenant_id: str, audience: str | None, lifetime: int, fail: bool
+    ) -> None:
+        if lifetime <= 0:
+            raise ValueError("lifetime must be a positive number of seconds")
+        self.object_id = object_id or str(uuid.uuid4())
+        self._tenant_id = tenant_id
+        self._audience = audience
+        self._lifetime = lifetime
+        self._lock = threading.Lock()
+        self._calls = 0
+        self.fail = fail
+
+    @property
+    def calls(self) -> int:
+        """How many tokens were requested so far, failed requests included."""
+        with self._lock:
+            return self._calls
+
+    def _issue(self, scopes: tuple[str, ...]) -> tuple[str, int]:
+        with self._lock:
+            self._calls += 1
+        if not scopes:
+            raise ValueError("at least one scope is required")
+        if self.fail:
+            raise ClientAuthenticationError(
+                message=f"{type(self).__name__}: token request failed (fail=True)"
+            )
+        now = int(time.time())
+        expires_on = now + self._lifetime
+        audience = self._audience or scopes[0].removesuffix("/.default")
+        claims = {
+            "aud": audience,
+            "iss": f"https://sts.windows.net/{self._tenant_id}/",
+            "iat": now,
+            "nbf": now,
+            "exp": expires_on,
+            "oid": self.object_id,
+            "sub": self.object_id,
+            "tid": self._tenant_id,
+        }
+        return unsigned_jwt(claims), expires_on
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(object_id={self.object_id!r}, fail={self.fail!r})"
+
+
+class EmulatorJwtCredential(_JwtIssuer):
+    """A sync azure-core credential that issues unsigned JWTs with an audience and an object id, offline.
+
+    The audience is the requested scope without ``/.default`` (what Entra ID does), unless *audience* is
+    given: ``EmulatorJwtCredential(audience="https://management.azure.com")`` reproduces the classic
+    wrong-audience mistake (``401 InvalidAudience``). Give the emulator a role assignment for
+    :attr:`object_id` to test ``403 OperationFailed`` (see :class:`Roles`).
+
+    :param object_id: The identity's object id (``oid``); default a random UUID.
+    :param tenant_id: The ``tid`` claim.
+    :param audience: Force this ``aud`` claim instead of deriving it from the scope.
+    :param lifetime: Seconds until a token expires (default 3600).
+    :param fail: When true, token requests raise :class:`~azure.core.exceptions.ClientAuthenticationError`.
+    """
+
+    def __init__(
+        self,
+        *,
+        object_id: str | None = None,
+        tenant_id: str = "00000000-0000-0000-0000-000000000000",
+        audience: str | None = None,
+        lifetime: int = 3600,
+        fail: bool = False,
+    ) -> None:
+        super().__init__(object_id, tenant_id, audience, lifetime, fail)
+
+    def get_token(
+        self,
+        *scopes: str,
+        claims: str | None = None,
+        tenant_id: str | None = None,
+        enable_cae: bool = False,
+        **kwargs: Any,
+    ) -> AccessToken:
+        """Issue a token for the first of *scopes*."""
+        token, expires_on = self._issue(scopes)
+        return AccessToken(token, expires_on)
+
+    def get_token_info(self, *scopes: str, options: TokenRequestOptions | None = None) -> AccessTokenInfo:
+        """Issue a token for the first of *scopes*, with its metadata."""
+        token, expires_on = self._issue(scopes)
+        return AccessTokenInfo(token, expires_on)
+
+    def close(self) -> None:
+        """Do nothing: there is nothing to release."""
+
+    def __enter__(self) -> EmulatorJwtCredential:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class AsyncEmulatorJwtCredential(_JwtIssuer):
+    """The asynchronous twin of :class:`EmulatorJwtCredential` (never blocks; asyncio and trio)."""
+
+    def __init__(
+        self,
+        *,
+        object_id: str | None = None,
+        tenant_id: str = "00000000-0000-0000-0000-000000000000",
+        audience: str | None = None,
+        lifetime: int = 3600,
+        fail: bool = False,
+    ) -> None:
+        super().__init__(object_id, tenant_id, audience, lifetime, fail)
+
+    async def get_token(
+        self,
+        *scopes: str,
+        claims: str | None = None,
+        tenant_id: str | None = None,
+        enable_cae: bool = False,
+        **kwargs: Any,
+    ) -> AccessToken:
+        """Issue a token for the first of *scopes*."""
+        token, expires_on = self._issue(scopes)
+        return AccessToken(token, expires_on)
+
+    async def get_token_info(
+        self, *scopes: str, options: TokenRequestOptions | None = None
+    ) -> AccessTokenInfo:
+        """Issue a token for the first of *scopes*, with its metadata."""
+        token, expires_on = self._issue(scopes)
+        return AccessTokenInfo(token, expires_on)
+
+    async def close(self) -> None:
+        """Do nothing: there is nothing to release."""
+
+    async def __aenter__(self) -> AsyncEmulatorJwtCredential:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.close()
