@@ -100,6 +100,16 @@ def main() -> None:
 @click.option(
     "--allow-remote", is_flag=True, help="Allow a non-loopback --host (admin endpoints are then off)."
 )
+@click.option(
+    "--strict", is_flag=True, help="Answer 400 where Azure would silently drop or alter data (for CI)."
+)
+@click.option(
+    "--cloud",
+    type=click.Choice(["public", "usgov", "china"]),
+    default="public",
+    show_default=True,
+    help="Accept JWT tokens for this cloud's audience only.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON line for scripts instead of a table.")
 def emulator(
     port: int,
@@ -111,6 +121,8 @@ def emulator(
     sink: bool,
     tokens: tuple[str, ...],
     allow_remote: bool,
+    strict: bool,
+    cloud: str,
     as_json: bool,
 ) -> None:
     """Run the local Logs Ingestion API emulator in the foreground until Ctrl-C or SIGTERM."""
@@ -127,6 +139,8 @@ def emulator(
             sink=sink,
             allow_remote=allow_remote,
             cert_dir=cert_dir,
+            strict=strict,
+            cloud=cloud,
         )
         emu.start()
     except (DcrError, ValueError, OSError) as exc:
@@ -159,7 +173,10 @@ def emulator(
         while not stop.wait(1.0):
             pass
     finally:
+        report = emu.loss_report() if emu.stats().silent_losses else None  # before stop closes the store
         emu.stop()
+        if report:
+            Console(stderr=True).print(report, markup=False)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     if not as_json:
@@ -392,6 +409,25 @@ main.add_command(send)
 from sentinel_forwarder._spool_cli import spool  # noqa: E402
 
 main.add_command(spool)
+
+
+@main.command()
+@click.option("--db", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per loss.")
+def losses(db: Path, as_json: bool) -> None:
+    """What Azure would have silently dropped or altered, from an emulator database (emulator --db).
+
+    Exits 1 if there is any.
+    """
+    from .emulator import format_loss_report, read_losses
+
+    found = read_losses(db)
+    if as_json:
+        for loss in found:
+            sys.stdout.write(json.dumps(loss.as_dict()) + "\n")
+    else:
+        click.echo(format_loss_report(found))
+    sys.exit(1 if found else 0)
 
 
 if __name__ == "__main__":

@@ -78,3 +78,34 @@ def test_dead_letters_replay_and_purge(spool_dir: Path) -> None:
 def test_a_missing_directory_is_an_error(tmp_path: Path) -> None:
     out = cli("status", str(tmp_path / "nope"))
     assert out.returncode != 0 and "does not exist" in out.stderr
+
+
+def test_losses_prints_what_azure_would_silently_drop_and_strict_refuses_it(tmp_path: Path) -> None:
+    """`losses --db` reports an undeclared column; `Emulator(strict=True)` (emulator --strict) answers 400."""
+    from datetime import datetime, timezone
+
+    from azure.core.exceptions import HttpResponseError
+    from azure.monitor.ingestion import LogsIngestionClient
+
+    from sentinel_forwarder.emulator import Emulator
+    from sentinel_forwarder.testing import EmulatorCredential
+
+    db = tmp_path / "emulator.sqlite"
+    row = {"TimeGenerated": datetime.now(timezone.utc).isoformat(), "Id": "a1", "Summary": "x", "Tenant": "c"}
+    for strict in (False, True):
+        with Emulator(db=str(db), strict=strict) as emu:
+            client = LogsIngestionClient(emu.endpoint, EmulatorCredential())
+            if strict:
+                with pytest.raises(HttpResponseError, match="Tenant"):
+                    client.upload(emu.rule_id, emu.stream_name, [row], enforce_https=False)
+            else:
+                client.upload(emu.rule_id, emu.stream_name, [row], enforce_https=False)
+            client.close()
+    out = subprocess.run(
+        [sys.executable, "-m", "sentinel_forwarder.cli", "losses", "--db", str(db)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert out.returncode == 1 and "1 silent loss" in out.stdout and "'Tenant'" in out.stdout, out
