@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -11,6 +11,10 @@ from cli_helpers import run_cli
 
 from sentinel_forwarder._send import record_to_entry
 from sentinel_forwarder.emulator import Emulator
+
+#: A fixed time inside the service's window (Azure replaces a TimeGenerated older than 2 days).
+RECENT = (datetime.now(timezone.utc) - timedelta(hours=1)).replace(microsecond=0)
+RECENT_TEXT = RECENT.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 ROWS = [
     {
@@ -23,7 +27,7 @@ ROWS = [
         "Summary": "PII redacted",
         "Severity": "Medium",
         "DetectorId": "pii-leak",
-        "TimeGenerated": "2024-05-01T12:00:00Z",
+        "TimeGenerated": RECENT_TEXT,
     },
     {"Summary": "Jailbreak", "Severity": 4, "Id": "fixed-id-3"},
 ]
@@ -55,7 +59,7 @@ def test_send_a_jsonl_file(emu: Emulator, tmp_path: Path) -> None:
         ("PII redacted", "Medium"),
         ("Jailbreak", "Critical"),
     ]
-    assert landed[1]["TimeGenerated"] == "2024-05-01T12:00:00.000000Z"
+    assert landed[1]["TimeGenerated"] == RECENT.strftime("%Y-%m-%dT%H:%M:%S.000000Z")
     assert landed[2]["Id"] == "fixed-id-3"
     assert landed[0]["SessionId"] == "s-1"
 
