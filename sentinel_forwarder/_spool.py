@@ -215,7 +215,7 @@ class Spool:
             name = f"{_PREFIX}{os.getpid()}-{secrets.token_hex(4)}{_SUFFIX}"
             path = self.path = self.directory / name
             with _owned_lock:
-                _owned.add(str(path.absolute()))
+                _owned.add(str(path.resolve()))
             self._lock = _FileLock(_lock_path(path), create=True)
             self._db = _connect(path, create=True)
             self._db.executescript(_SCHEMA)
@@ -237,7 +237,7 @@ class Spool:
             lock.release()
         if self.path is not None:
             with _owned_lock:
-                _owned.discard(str(self.path.absolute()))
+                _owned.discard(str(self.path.resolve()))
 
     def forget(self) -> None:
         """In a forked child: drop the parent's connection and lock without touching them."""
@@ -260,7 +260,7 @@ class Spool:
         adopted = 0
         for other in _files(self.directory):
             with _owned_lock:
-                if str(other.absolute()) in _owned:
+                if str(other.resolve()) in _owned:
                     continue  # this process's own, maybe another forwarder's
             try:
                 lock = _FileLock(_lock_path(other), create=False)
@@ -522,7 +522,7 @@ def _pages(ids: Sequence[int], size: int = 500) -> Iterator[Sequence[int]]:
 
 def _alive(db: Path) -> bool:
     with _owned_lock:
-        if str(db.absolute()) in _owned:
+        if str(db.resolve()) in _owned:
             return True
     try:
         lock = _FileLock(_lock_path(db), create=False)

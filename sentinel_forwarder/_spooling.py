@@ -29,6 +29,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from dataclasses import replace
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Final
 
@@ -161,20 +162,17 @@ class SpoolPump:
     async def run(self, tg: TaskGroup) -> None:
         fw = self._fw
         while True:
-            fw._drop_log.flush_due()
-            if fw._queue:
-                await self._commit()
+            try:
+                wait = await self._step(tg)
+            except Exception as exc:  # the disk or a bug: log it, keep pumping (never go quiet)
+                fw._errors.error("sentinel-forwarder: the spool pump failed; it goes on", exc)
+                await fw._pause(RETRY_MAX if fw._accepting else 0.0)
+                if not fw._accepting and not self._busy:
+                    break
                 continue
-            await self._maintain()
-            closing = not fw._accepting
-            wait = self._due(closing)
             if wait == 0:
-                batch = await self._take()
-                if batch is not None:
-                    ids = batch[0]
-                    self._busy[ids[0]] = (ids[0], ids[-1], len(ids))
-                    tg.start_soon(self._deliver, batch)
                 continue
+            closing = not fw._accepting
             if closing and not self._busy and (wait is None or self._backoff_until > time.monotonic()):
                 break  # all delivered, or the service is failing: what is left waits in the spool
             self._check_flushes()
@@ -183,6 +181,23 @@ class SpoolPump:
             with anyio.move_on_after(min(timeout, fw._drop_log.due_in())):
                 await event.wait()
         self._check_flushes()
+
+    async def _step(self, tg: TaskGroup) -> float | None:
+        """Commit what is buffered, or start one delivery. -> 0 if it did something, else as :meth:`_due`."""
+        fw = self._fw
+        fw._drop_log.flush_due()
+        if fw._queue:
+            await self._commit()
+            return 0
+        await self._maintain()
+        wait = self._due(not fw._accepting)
+        if wait == 0:
+            batch = await self._take()
+            if batch is not None:
+                ids = batch[0]
+                self._busy[ids[0]] = (ids[0], ids[-1], len(ids))
+                tg.start_soon(self._deliver, batch)
+        return wait
 
     def _busy_ranges(self) -> list[tuple[int, int]]:
         return [(lo, hi) for lo, hi, _ in self._busy.values()]
@@ -330,21 +345,29 @@ class SpoolPump:
 
                 result = _reconcile(await fw._inner.send_batch(entries), len(entries))
                 fw._sink_failures = 0
-            if result is not None:
-                await self._settle(ids, result, time.perf_counter() - started)
-            # else: abandoned at the drain deadline; the rows stay spooled for the next run
         except BaseException as exc:
             fw._sink_failures += 1
             fw._errors.error("sentinel-forwarder: the sink raised; its batch goes to the dead letters", exc)
             text = f"the sink raised {type(exc).__name__}: {exc}"
-            await self._settle(ids, SendResult.failed("sink_error", len(ids), text), 0.0)
+            await self._settle_safely(ids, SendResult.failed("sink_error", len(ids), text), 0.0)
             from ._buffering import _INTERRUPTS
 
             if isinstance(exc, _INTERRUPTS) and threading.current_thread() is threading.main_thread():
                 raise
+        else:
+            if result is not None:
+                await self._settle_safely(ids, result, time.perf_counter() - started)
+            # else: abandoned at the drain deadline; the rows stay spooled for the next run
         finally:
             del self._busy[ids[0]]
             fw._set_wakeup()
+
+    async def _settle_safely(self, ids: list[int], result: SendResult, elapsed: float) -> None:
+        try:
+            await self._settle(ids, result, elapsed)
+        except Exception as exc:  # the disk failed: the rows stay spooled and are sent again (duplicates)
+            self._fw._errors.error("sentinel-forwarder: could not update the spool after a delivery", exc)
+            self._failed(len(ids), replace(result, error=f"the spool could not be updated: {exc}"))
 
     async def _settle(self, ids: list[int], result: SendResult, elapsed: float) -> None:
         outcomes = result.row_outcomes()

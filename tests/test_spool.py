@@ -375,3 +375,25 @@ os.kill(os.getpid(), signal.SIGKILL)
     stats = bg.close()
     assert [e.summary for e in sink.rows] == [f"k{i}" for i in range(25)]
     assert stats.recovered == 25 and stats.sent == 25
+
+
+async def test_a_failing_spool_operation_does_not_stop_forwarding(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    real = _spool.Spool.read
+    calls: list[int] = []
+
+    def flaky(self: _spool.Spool, after: int, limit: int) -> list[tuple[int, bytes]]:
+        calls.append(after)
+        if len(calls) == 1:
+            raise sqlite3.OperationalError("disk I/O error")
+        return real(self, after, limit)
+
+    monkeypatch.setattr(_spool.Spool, "read", flaky)
+    sink = RecordingForwarder()
+    async with BufferingForwarder(sink, spool=tmp_path, max_interval=0.01) as fwd:
+        for e in entries(10):
+            fwd.forward(e)
+        assert await fwd.flush(60) == 0
+    assert len(sink.rows) == 10 and len(calls) >= 2
+    assert "the spool pump failed; it goes on" in caplog.text and "disk I/O error" in caplog.text

@@ -380,8 +380,81 @@ MUTANTS = [
     Mutant(
         "refused rows are named",
         f"{PKG}/_poison.py",
-        '                refused.append((ids_of_half[0], result.error or "refused"))',
-        '                refused.append(("?", result.error or "refused"))',
+        '        named = "; ".join(f"Id {ids[i]!r}: {answer}" for i, answer in refused[:_NAMED])',
+        '        named = "; ".join(f"Id ?: {answer}" for i, answer in refused[:_NAMED])',
+    ),
+    # -- the durable spool (issue 9) -------------------------------------------------------------------
+    Mutant(
+        "spool: rows whose failure may heal are kept",
+        f"{PKG}/_spooling.py",
+        "                elif outcome in KEEP:",
+        "                elif False:",
+    ),
+    Mutant(
+        "spool: refused rows become dead letters",
+        f"{PKG}/_spooling.py",
+        "                    if outcome in DEAD:",
+        "                    if False:",
+    ),
+    Mutant(
+        "spool: shedding never displaces a higher severity",
+        f"{PKG}/_spool.py",
+        "            if stored is not None and (new is None or stored[1] <= rows[new][0]):",
+        "            if stored is not None:",
+    ),
+    Mutant(
+        "spool: after a failure, delivery starts again from the oldest row",
+        f"{PKG}/_spooling.py",
+        "            self._rewind = False\n            self._cursor = 0\n",
+        "            self._rewind = False\n",
+    ),
+    Mutant(
+        "spool: files of dead processes are adopted",
+        f"{PKG}/_spool.py",
+        "                    adopted += self._adopt_file(other)",
+        "                    adopted += 0",
+    ),
+    Mutant(
+        "spool: this process's own files are never locked twice",
+        f"{PKG}/_spool.py",
+        "                if str(other.resolve()) in _owned:\n                    continue",
+        "                pass",
+    ),
+    Mutant(
+        "spool: forward_durable waits for the commit",
+        f"{PKG}/_spooling.py",
+        "            if position > self.durable_through:",
+        "            if False:",
+    ),
+    Mutant(
+        "spool: old rows expire",
+        f"{PKG}/_spooling.py",
+        "time.time() - self._max_age",
+        "0.0",
+    ),
+    Mutant(
+        "spool: the sink reports each row's outcome",
+        f"{PKG}/_azure.py",
+        "    mixed = len(set(fates)) > 1",
+        "    mixed = False",
+    ),
+    Mutant(
+        "spool: closing does not wait out a failing service",
+        f"{PKG}/_spooling.py",
+        "(wait is None or self._backoff_until > time.monotonic())",
+        "wait is None",
+    ),
+    Mutant(
+        "spool: the pump survives a failing spool operation",
+        f"{PKG}/_spooling.py",
+        "            except Exception as exc:  # the disk or a bug: log it, keep pumping (never go quiet)",
+        "            except ZeroDivisionError as exc:  # the disk or a bug",
+    ),
+    Mutant(
+        "spool: a corrupt file is moved aside",
+        f"{PKG}/_spool.py",
+        "    with contextlib.suppress(OSError):\n        db.rename(target)",
+        "    pass",
     ),
     # -- the emulator's admin guard --------------------------------------------------------------------
     Mutant(
