@@ -220,6 +220,8 @@ async def test_a_full_spool_sheds_the_lowest_severity_oldest_rows_first(tmp_path
         spool=tmp_path,
         spool_max_bytes=budget,
         max_interval=0.01,
+        max_batch_size=10,  # rows being delivered are never shed: keep them few
+        max_request_rows=10,
         meter_provider=provider,
     )
     async with fwd:
@@ -254,7 +256,12 @@ async def test_a_full_spool_sheds_the_lowest_severity_oldest_rows_first(tmp_path
 async def test_a_new_row_never_displaces_one_of_higher_severity(tmp_path: Path) -> None:
     high = entries(100, severity=Severity.HIGH)
     fwd = BufferingForwarder(
-        RecordingForwarder(outcome=down), spool=tmp_path, spool_max_bytes=10_000, max_interval=0.01
+        RecordingForwarder(outcome=down),
+        spool=tmp_path,
+        spool_max_bytes=10_000,
+        max_interval=0.01,
+        max_batch_size=10,  # rows being delivered are never shed: keep them few
+        max_request_rows=10,
     )
     async with fwd:
         for e in high:
