@@ -183,11 +183,6 @@ class BackgroundForwarder:
         """
         if threading.current_thread() is self._thread:
             raise RuntimeError("forward_durable() blocks; on the forwarder's own loop await it instead")
-        position = self.forwarder._offer_durable(entry)
-        if isinstance(position, bool):
-            return position
-        pump = self.forwarder._spool_pump
-        assert pump is not None
         done = threading.Event()
         outcome: list[bool] = []
 
@@ -195,7 +190,9 @@ class BackgroundForwarder:
             outcome.append(ok)
             done.set()
 
-        pump.wait_durable(position, settle)
+        answer = self.forwarder._offer_durable(entry, settle)
+        if answer is not None:
+            return answer
         done.wait(timeout)
         return bool(outcome and outcome[0])
 

@@ -354,24 +354,23 @@ class BufferingForwarder:
         :raises RuntimeError: if the forwarder has no spool.
         :raises TypeError: if *entry* is not an :class:`AuditEntry`.
         """
-        position = self._offer_durable(entry)
-        if isinstance(position, bool):
-            return position
-        assert self._spool_pump is not None
         done = anyio.Event()
         outcome: list[bool] = []
 
-        def settle(ok: bool) -> None:
+        def settle(ok: bool) -> None:  # on the forwarder's loop: the pump commits there
             outcome.append(ok)
             done.set()
 
-        self._spool_pump.wait_durable(position, settle)
+        answer = self._offer_durable(entry, settle)
+        if answer is not None:
+            return answer
         with anyio.move_on_after(timeout):
             await done.wait()
         return bool(outcome and outcome[0])
 
-    def _offer_durable(self, entry: AuditEntry) -> int | bool:
-        """Offer *entry*; -> its position among the rows taken from the buffer, or the final answer."""
+    def _offer_durable(self, entry: AuditEntry, settle: Callable[[bool], None]) -> bool | None:
+        """Offer *entry*; ``settle(committed)`` is called once it is committed or dropped. -> the final
+        answer at once (filtered, or dropped before it was taken), or ``None``: wait for *settle*."""
         if self._spool_pump is None:
             raise RuntimeError("forward_durable() needs a spool: BufferingForwarder(..., spool=directory)")
         if not isinstance(entry, AuditEntry):
@@ -385,11 +384,11 @@ class BufferingForwarder:
             else:
                 queue.append(entry)
                 accepted = True
-                position = self._removed + len(queue)
+                self._spool_pump.add_durable_waiter(self._removed + len(queue), settle)
         if not accepted:
             return self._reject()
         self._wake()
-        return position
+        return None
 
     def _filter_early(self) -> bool:
         with self._lock:
@@ -580,7 +579,9 @@ class BufferingForwarder:
         task queues; ``BackgroundForwarder.flush`` is the blocking twin.
 
         :returns: how many of the rows buffered at the call are still pending (0: every one was delivered or
-            counted); the buffer's depth if the forwarder is not running.
+            counted); the buffer's depth if the forwarder is not running. With a spool it waits until the
+            buffer and the spool are both empty (rows offered meanwhile included) and returns what still
+            waits in them.
         """
         with self._lock:
             target = self._removed + len(self._queue)
@@ -814,7 +815,7 @@ class BufferingForwarder:
         handed = False  # whether the sink has them (then their fate is unknown if we give up)
         try:
             with self._work_scope():
-                rows, filtered, _ = self._apply_transform(batch)
+                rows, filtered, _, _ = self._apply_transform(batch)
                 if filtered:
                     with self._lock:
                         self._filtered += filtered
@@ -868,16 +869,18 @@ class BufferingForwarder:
             self._instruments.unconfirmed.add(count, self._attrs.base)
             self._drop_log.record("unconfirmed", count, detail)
 
-    def _apply_transform(self, batch: list[AuditEntry]) -> tuple[list[AuditEntry], int, list[int]]:
+    def _apply_transform(self, batch: list[AuditEntry]) -> tuple[list[AuditEntry], int, list[int], list[int]]:
         """Run the user's transform on each row; a row it fails on is dropped alone.
 
-        :returns: (rows to send, rows filtered out, the position in *batch* of each row to send)
+        :returns: (rows to send, rows filtered out, the position in *batch* of each row to send, the
+            positions of the rows dropped because the transform failed)
         """
         transform = self._transform
         if transform is None:
-            return batch, 0, list(range(len(batch)))
+            return batch, 0, list(range(len(batch))), []
         rows: list[AuditEntry] = []
         kept: list[int] = []
+        refused: list[int] = []
         filtered = failed = 0
         detail = ""
         for position, entry in enumerate(batch):
@@ -887,6 +890,7 @@ class BufferingForwarder:
                 raise
             except BaseException as exc:  # includes a foreign cancellation: the row alone
                 failed += 1
+                refused.append(position)
                 detail = f"transform raised {exc!r} for row Id {entry.id}"
                 continue
             if out is None:
@@ -896,6 +900,7 @@ class BufferingForwarder:
                 kept.append(position)
             else:
                 failed += 1
+                refused.append(position)
                 detail = (
                     f"transform returned {type(out).__name__} for row Id {entry.id}, not AuditEntry or None"
                 )
@@ -903,7 +908,7 @@ class BufferingForwarder:
             with self._lock:
                 self._dropped["transform_error"] += failed
             self._on_dropped("transform_error", failed, detail)
-        return rows, filtered, kept
+        return rows, filtered, kept, refused
 
     def _account(self, result: SendResult) -> None:
         """Count a batch's result (under the lock, nothing that can fail)."""

@@ -40,6 +40,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 logger = logging.getLogger("sentinel_forwarder.spool")
 
@@ -259,80 +260,107 @@ class Spool:
         """
         adopted = 0
         for other in _files(self.directory):
+            key = str(other.resolve())
             with _owned_lock:
-                if str(other.resolve()) in _owned:
-                    continue  # this process's own, maybe another forwarder's
+                if key in _owned:
+                    continue  # this process's: its own, another forwarder's, or being adopted by one
+                _owned.add(key)  # claimed: no other forwarder of this process opens its lock file now
             try:
-                lock = _FileLock(_lock_path(other), create=False)
-            except FileNotFoundError:
-                # No lock file: a file written by ``replay``, or one whose owner died before locking.
-                try:
-                    lock = _FileLock(_lock_path(other), create=True)
-                except OSError:
-                    continue
-            except OSError:
-                continue  # its owner is alive
-            try:
-                if other.exists():
-                    adopted += self._adopt_file(other)
+                adopted += self._adopt_locked(other)
             finally:
-                lock.release()
+                with _owned_lock:
+                    _owned.discard(key)
         return adopted
 
+    def _adopt_locked(self, other: Path) -> int:
+        try:
+            lock = _FileLock(_lock_path(other), create=False)
+        except FileNotFoundError:
+            # No lock file: a file written by ``replay``, or one whose owner died before locking.
+            try:
+                lock = _FileLock(_lock_path(other), create=True)
+            except OSError:
+                return 0
+        except OSError:
+            return 0  # its owner is alive
+        try:
+            return self._adopt_file(other) if other.exists() else 0
+        finally:
+            lock.release()
+
     def _adopt_file(self, other: Path) -> int:
+        """Copy *other*'s rows and dead letters into this file in one transaction, then delete *other*.
+
+        A source SQLite cannot read is moved aside; a failure to write this file leaves *other* as it is
+        (the next maintenance tries again).
+        """
         try:
             source = _connect(other, create=False)
-        except sqlite3.Error as exc:
-            _quarantine(other, exc)
-            return 0
-        copied = 0
-        try:
             check = source.execute("PRAGMA quick_check").fetchone()
             if not check or check[0] != "ok":
                 raise sqlite3.DatabaseError(f"quick_check: {check[0] if check else 'no answer'}")
-            db = self.db
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                after = 0
-                while page := source.execute(
-                    "SELECT id, enqueued, severity, data FROM rows WHERE id > ? ORDER BY id LIMIT ?",
-                    (after, _COPY_PAGE),
-                ).fetchall():
-                    db.executemany(
-                        "INSERT INTO rows (enqueued, severity, data) VALUES (?, ?, ?)",
-                        [(e, s, d) for _, e, s, d in page],
-                    )
-                    after = page[-1][0]
-                    copied += len(page)
-                    self.rows += len(page)
-                    self.bytes += sum(len(d) for _, _, _, d in page)
-                dead = source.execute(
-                    "SELECT enqueued, severity, data, reason, error, failed FROM dead ORDER BY id"
-                ).fetchall()
-                db.executemany(
-                    "INSERT INTO dead (enqueued, severity, data, reason, error, failed) VALUES (?,?,?,?,?,?)",
-                    dead,
-                )
-                self.dead_letters += len(dead)
-                self.dead_bytes += sum(len(d[2]) for d in dead)
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                self._recount()
-                raise
-        except sqlite3.DatabaseError as exc:
-            source.close()
-            if copied:
-                logger.error("sentinel-forwarder: adopting %s failed after copying: %s", other, exc)
+        except sqlite3.Error as exc:
+            with contextlib.suppress(UnboundLocalError, sqlite3.Error):
+                source.close()
             _quarantine(other, exc)
             return 0
+        copied = size = dead_rows = dead_size = 0
+        source_error: BaseException | None = None
+
+        def read(sql: str, *args: object) -> list[Any]:
+            nonlocal source_error
+            try:
+                return source.execute(sql, args).fetchall()
+            except sqlite3.Error as exc:
+                source_error = exc
+                raise
+
+        db = self.db
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            after: object = 0
+            while page := read(
+                "SELECT id, enqueued, severity, data FROM rows WHERE id > ? ORDER BY id LIMIT ?",
+                after,
+                _COPY_PAGE,
+            ):
+                db.executemany(
+                    "INSERT INTO rows (enqueued, severity, data) VALUES (?, ?, ?)", [r[1:] for r in page]
+                )
+                after = page[-1][0]
+                copied += len(page)
+                size += sum(len(r[3]) for r in page)
+            dead = read("SELECT enqueued, severity, data, reason, error, failed FROM dead ORDER BY id")
+            db.executemany(
+                "INSERT INTO dead (enqueued, severity, data, reason, error, failed) VALUES (?,?,?,?,?,?)",
+                dead,
+            )
+            dead_rows = len(dead)
+            dead_size = sum(len(d[2]) for d in dead)
+            db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            with contextlib.suppress(sqlite3.Error):
+                db.execute("ROLLBACK")
+            with contextlib.suppress(sqlite3.Error):
+                source.close()
+            self.recount()
+            if source_error is exc:
+                _quarantine(other, exc)
+            else:
+                logger.error("sentinel-forwarder: could not adopt %s (will try again): %s", other.name, exc)
+            return 0
         source.close()
+        self.rows += copied
+        self.bytes += size
+        self.dead_letters += dead_rows
+        self.dead_bytes += dead_size
         _remove(other)
         if copied:
             logger.info("sentinel-forwarder: adopted %d spooled rows from %s", copied, other.name)
         return copied
 
-    def _recount(self) -> None:
+    def recount(self) -> None:
+        """Read the counters from the file (after an operator command changed it)."""
         self.rows, self.bytes = self.db.execute(
             "SELECT COUNT(*), COALESCE(SUM(LENGTH(data)), 0) FROM rows"
         ).fetchone()
@@ -381,7 +409,7 @@ class Spool:
         except BaseException:
             with contextlib.suppress(sqlite3.Error):
                 db.execute("ROLLBACK")
-            self._recount()
+            self.recount()
             raise
         self.rows += len(kept)
         self.bytes += sum(len(d) for _, _, d in kept)
@@ -478,7 +506,7 @@ class Spool:
         except BaseException:
             with contextlib.suppress(sqlite3.Error):
                 db.execute("ROLLBACK")
-            self._recount()
+            self.recount()
             raise
         self.rows -= removed
         self.bytes -= freed
@@ -587,7 +615,10 @@ def replay(directory: str | os.PathLike[str]) -> int:
     path = _directory(directory)
     moved = 0
     target = path / f"{_PREFIX}replay-{secrets.token_hex(4)}{_SUFFIX}"
-    lock = _FileLock(_lock_path(target), create=True)  # no forwarder adopts it while it is written
+    key = str(target.resolve())
+    with _owned_lock:
+        _owned.add(key)  # no forwarder of this process adopts it while it is written
+    lock = _FileLock(_lock_path(target), create=True)  # nor one of another process
     try:
         out = _connect(target, create=True)
         out.executescript(_SCHEMA)
@@ -611,6 +642,8 @@ def replay(directory: str | os.PathLike[str]) -> int:
         out.close()
     finally:
         lock.release()
+        with _owned_lock:
+            _owned.discard(key)
     if not moved:
         _remove(target)
     return moved

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 __all__ = ["RETRY_FIRST", "RETRY_MAX", "SpoolPump"]
 
+import contextlib
 import json
 import logging
 import random
@@ -103,7 +104,6 @@ class SpoolPump:
         # forward_durable(): positions of rows committed (or settled otherwise) through this many taken rows
         self.durable_through = 0
         self._durable_waiters: list[tuple[int, Callable[[bool], None]]] = []
-        self._failed_positions: set[int] = set()
         self._waiters_lock = threading.Lock()
 
     # -- spool operations, on the spool's own thread ----------------------------------------------------
@@ -134,28 +134,27 @@ class SpoolPump:
 
     # -- forward_durable -------------------------------------------------------------------------------
 
-    def wait_durable(self, position: int, callback: Callable[[bool], None]) -> None:
-        """Call ``callback(committed)`` once the row taken at *position* is committed (or will never be)."""
-        with self._waiters_lock:
-            if position > self.durable_through:
-                self._durable_waiters.append((position, callback))
-                return
-            ok = position not in self._failed_positions
-        callback(ok)
+    def add_durable_waiter(self, position: int, callback: Callable[[bool], None]) -> None:
+        """Call ``callback(committed)`` once the row taken at *position* is committed (or will never be).
 
-    def resolve_durable(self, failed: set[int] | None) -> None:
-        """Wake the waiters whose rows are settled; ``None``: the pump stopped, wake them all."""
+        Called under the forwarder's lock, right after the row was appended: the row cannot have been
+        taken yet, so the commit that takes it wakes the waiter with that commit's own outcome.
+        """
         with self._waiters_lock:
-            if failed is not None:
-                self._failed_positions = failed
-            waiters = self._durable_waiters
-            if failed is None:
-                ready, self._durable_waiters = waiters, []
+            self._durable_waiters.append((position, callback))
+
+    def resolve_durable(self, through: int | None, failed: frozenset[int] | set[int] = frozenset()) -> None:
+        """Rows taken through *through* are settled (those at *failed* positions were not committed); wake
+        their waiters. ``None``: the pump stopped, every waiter gets ``False``."""
+        with self._waiters_lock:
+            if through is None:
+                ready, self._durable_waiters = self._durable_waiters, []
             else:
-                ready = [w for w in waiters if w[0] <= self.durable_through]
-                self._durable_waiters = [w for w in waiters if w[0] > self.durable_through]
+                self.durable_through = through
+                ready = [w for w in self._durable_waiters if w[0] <= through]
+                self._durable_waiters = [w for w in self._durable_waiters if w[0] > through]
         for position, callback in ready:
-            callback(failed is not None and position not in failed)
+            callback(through is not None and position not in failed)
 
     # -- the pump --------------------------------------------------------------------------------------
 
@@ -239,7 +238,6 @@ class SpoolPump:
             self._from_disk = False  # caught up: from now on, committed rows are sent from memory
         if not rows:
             return None
-        self._cursor = rows[-1][0]
         ids: list[int] = []
         entries: list[AuditEntry] = []
         unreadable: list[tuple[int, str, str]] = []
@@ -252,6 +250,7 @@ class SpoolPump:
         if unreadable:
             await self._io(self.spool.settle, (), unreadable)
             self._count(SendResult.failed("invalid_row", len(unreadable), unreadable[-1][2]))
+        self._cursor = rows[-1][0]  # only now: if the settle failed, this page is read again
         return (ids, entries) if ids else None
 
     # -- committing --------------------------------------------------------------------------------------
@@ -263,8 +262,8 @@ class SpoolPump:
             start = fw._removed
             fw._removed += n
             batch = [fw._queue.popleft() for _ in range(n)]
-        rows, filtered, kept = fw._apply_transform(batch)
-        failed: set[int] = {start + 1 + i for i in range(n)} - {start + 1 + i for i in kept}
+        rows, filtered, kept, refused = fw._apply_transform(batch)
+        failed: set[int] = {start + 1 + i for i in refused}  # filtered rows count as settled, not failed
         if filtered:
             with fw._lock:
                 fw._filtered += filtered
@@ -294,8 +293,7 @@ class SpoolPump:
                 failed.update(positions)
             else:
                 self._remember(appended, entries, positions, failed)
-        self.durable_through = start + n
-        self.resolve_durable(failed)
+        self.resolve_durable(start + n, failed)
         fw._set_wakeup()
 
     def _remember(
@@ -399,7 +397,6 @@ class SpoolPump:
                     else:
                         done.append(row_id)
         await self._io(self.spool.settle, done, dead)
-        self.oldest = await self._io(self.spool.oldest)  # type: ignore[assignment]
         errors = {r: e for r, e in result.errors.items() if r in dropped}
         counted = SendResult(
             sent,
@@ -409,6 +406,8 @@ class SpoolPump:
         )
         if counted.total:
             self._count(counted, elapsed)
+        with contextlib.suppress(Exception):  # only for statistics
+            self.oldest = await self._io(self.spool.oldest)  # type: ignore[assignment]
         if kept:
             self._failed(kept, result)
         else:
@@ -451,6 +450,11 @@ class SpoolPump:
         if not force and now - self._maintained < MAINTENANCE_INTERVAL:
             return
         self._maintained = now
+        before = (self.spool.rows, self.spool.dead_letters)
+        await self._io(self.spool.recount)  # an operator's purge or replay may have changed the file
+        if (self.spool.rows, self.spool.dead_letters) != before:
+            self._cache.clear()
+            self._from_disk = True
         adopted = await self._io(self.spool.adopt)
         assert isinstance(adopted, int)
         if adopted:

@@ -404,3 +404,18 @@ async def test_a_failing_spool_operation_does_not_stop_forwarding(
         assert await fwd.flush(60) == 0
     assert len(sink.rows) == 10 and len(calls) >= 2
     assert "the spool pump failed; it goes on" in caplog.text and "disk I/O error" in caplog.text
+
+
+async def test_forward_durable_is_true_for_a_row_the_transform_filters_and_false_if_it_fails(
+    tmp_path: Path,
+) -> None:
+    def transform(entry: AuditEntry) -> AuditEntry | None:
+        if entry.summary == "boom":
+            raise ValueError("boom")
+        return None if entry.summary == "skip" else entry
+
+    async with BufferingForwarder(RecordingForwarder(), spool=tmp_path, transform=transform) as fwd:
+        assert await fwd.forward_durable(AuditEntry("skip")) is True  # filtered on purpose: settled
+        assert await fwd.forward_durable(AuditEntry("boom")) is False  # dropped: transform_error
+        assert await fwd.forward_durable(AuditEntry("kept")) is True
+    assert fwd.statistics().dropped == {"transform_error": 1}
