@@ -417,14 +417,14 @@ MUTANTS = [
     Mutant(
         "spool: this process's own files are never locked twice",
         f"{PKG}/_spool.py",
-        "                if str(other.resolve()) in _owned:\n                    continue",
+        "                if key in _owned:\n                    continue",
         "                pass",
     ),
     Mutant(
         "spool: forward_durable waits for the commit",
         f"{PKG}/_spooling.py",
-        "            if position > self.durable_through:",
-        "            if False:",
+        "                ready = [w for w in self._durable_waiters if w[0] <= through]",
+        "                ready = list(self._durable_waiters)",
     ),
     Mutant(
         "spool: old rows expire",
