@@ -18,7 +18,6 @@ __all__ = ["CLOUD_AUDIENCES", "MAX_REQUEST_BYTES", "AzureSentinelForwarder", "Cl
 
 import gzip
 import io
-import json
 import logging
 import threading
 import time
@@ -32,7 +31,7 @@ from azure.core.exceptions import AzureError, ClientAuthenticationError, HttpRes
 from azure.core.pipeline.transport import RequestsTransport
 
 from ._endpoint import parse_endpoint
-from ._entry import AuditEntry
+from ._entry import AuditEntry, encode_row
 from ._metrics import ErrorLog
 from ._poison import isolate_refused
 from ._protocol import AuditSink, DropReason, RowOutcome, SendResult
@@ -282,9 +281,7 @@ class AzureSentinelForwarder(AuditSink):
         positions: list[int] = []
         for i, entry in enumerate(entries):
             try:
-                data = json.dumps(
-                    entry.to_row(), ensure_ascii=False, separators=(",", ":"), allow_nan=False
-                ).encode("utf-8")
+                data = encode_row(entry)
             except Exception as exc:  # any failure to serialise is this row's alone
                 parts.append(
                     (

@@ -5,6 +5,7 @@ from __future__ import annotations
 __all__ = ["AuditEntry", "Severity"]
 
 import enum
+import json
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -185,6 +186,16 @@ class AuditEntry:
             )
         except KeyError as exc:
             raise ValueError(f"the row has no {exc.args[0]} column") from None
+
+
+def encode_row(entry: AuditEntry) -> bytes:
+    """*entry*'s row as the JSON sent on the wire (compact UTF-8); the spool stores the same bytes.
+
+    :raises ValueError, TypeError: if a value cannot be sent as JSON (NaN, an unsupported type, ...).
+    """
+    return json.dumps(entry.to_row(), ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode(
+        "utf-8"
+    )
 
 
 def _parse_severity(value: object) -> Severity:

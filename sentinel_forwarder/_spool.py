@@ -315,35 +315,30 @@ class Spool:
                 source_error = exc
                 raise
 
-        db = self.db
         try:
-            db.execute("BEGIN IMMEDIATE")
-            after: object = 0
-            while page := read(
-                "SELECT id, enqueued, severity, data FROM rows WHERE id > ? ORDER BY id LIMIT ?",
-                after,
-                _COPY_PAGE,
-            ):
+            with self._transaction() as db:
+                after: object = 0
+                while page := read(
+                    "SELECT id, enqueued, severity, data FROM rows WHERE id > ? ORDER BY id LIMIT ?",
+                    after,
+                    _COPY_PAGE,
+                ):
+                    db.executemany(
+                        "INSERT INTO rows (enqueued, severity, data) VALUES (?, ?, ?)", [r[1:] for r in page]
+                    )
+                    after = page[-1][0]
+                    copied += len(page)
+                    size += sum(len(r[3]) for r in page)
+                dead = read("SELECT enqueued, severity, data, reason, error, failed FROM dead ORDER BY id")
                 db.executemany(
-                    "INSERT INTO rows (enqueued, severity, data) VALUES (?, ?, ?)", [r[1:] for r in page]
+                    "INSERT INTO dead (enqueued, severity, data, reason, error, failed) VALUES (?,?,?,?,?,?)",
+                    dead,
                 )
-                after = page[-1][0]
-                copied += len(page)
-                size += sum(len(r[3]) for r in page)
-            dead = read("SELECT enqueued, severity, data, reason, error, failed FROM dead ORDER BY id")
-            db.executemany(
-                "INSERT INTO dead (enqueued, severity, data, reason, error, failed) VALUES (?,?,?,?,?,?)",
-                dead,
-            )
-            dead_rows = len(dead)
-            dead_size = sum(len(d[2]) for d in dead)
-            db.execute("COMMIT")
-        except sqlite3.Error as exc:
-            with contextlib.suppress(sqlite3.Error):
-                db.execute("ROLLBACK")
+                dead_rows = len(dead)
+                dead_size = sum(len(d[2]) for d in dead)
+        except sqlite3.Error as exc:  # rolled back, counters read again
             with contextlib.suppress(sqlite3.Error):
                 source.close()
-            self.recount()
             if source_error is exc:
                 _quarantine(other, exc)
             else:
@@ -370,6 +365,21 @@ class Spool:
 
     # -- the forwarder's operations --------------------------------------------------------------------
 
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction; if anything fails it is rolled back and the counters are read again
+        (the operations adjust them as they go)."""
+        db = self.db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+            db.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                db.execute("ROLLBACK")
+            self.recount()
+            raise
+
     def append(
         self,
         rows: Sequence[tuple[int, bytes]],
@@ -389,9 +399,7 @@ class Spool:
         keep = [True] * len(rows)
         shed_stored: dict[int, int] = {}
         shed_ids: list[int] = []
-        db = self.db
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        with self._transaction() as db:
             if excess > 0:
                 excess = self._shed(rows, keep, shed_stored, shed_ids, excess, busy)
             kept = [(now, s, d) for (s, d), k in zip(rows, keep, strict=True) if k]
@@ -405,12 +413,6 @@ class Spool:
                     if k:
                         ids[i] = first + n
                         n += 1
-            db.execute("COMMIT")
-        except BaseException:
-            with contextlib.suppress(sqlite3.Error):
-                db.execute("ROLLBACK")
-            self.recount()
-            raise
         self.rows += len(kept)
         self.bytes += sum(len(d) for _, _, d in kept)
         return Appended(ids, shed_stored, shed_ids)
@@ -429,8 +431,7 @@ class Spool:
         # incoming one, so at equal severity it goes first.
         order = sorted(range(len(rows)), key=lambda i: (rows[i][0], i))
         nxt = 0
-        not_busy = " AND ".join("NOT (id BETWEEN ? AND ?)" for _ in busy) or "1"
-        params = [x for r in busy for x in r]
+        not_busy, params = _not_busy(busy)
         cursor = self.db.execute(
             f"SELECT id, severity, LENGTH(data) FROM rows WHERE {not_busy} ORDER BY severity, id",
             params,
@@ -473,9 +474,7 @@ class Spool:
         if not done and not dead:
             return
         now = time.time() if now is None else now
-        db = self.db
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        with self._transaction() as db:
             for row_id, reason, error in dead:
                 found = db.execute(
                     "SELECT enqueued, severity, data FROM rows WHERE id = ?", (row_id,)
@@ -502,33 +501,20 @@ class Spool:
                 db.execute(f"DELETE FROM rows WHERE id IN ({marks})", ids)
                 removed += n
                 freed += size
-            db.execute("COMMIT")
-        except BaseException:
-            with contextlib.suppress(sqlite3.Error):
-                db.execute("ROLLBACK")
-            self.recount()
-            raise
         self.rows -= removed
         self.bytes -= freed
 
     def expire(self, before: float, busy: Sequence[tuple[int, int]] = ()) -> dict[int, int]:
         """Delete waiting rows spooled before *before* (not in *busy* id ranges). -> count by severity."""
-        not_busy = "".join(" AND NOT (id BETWEEN ? AND ?)" for _ in busy)
-        params: list[float] = [before, *(x for r in busy for x in r)]
-        db = self.db
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        not_busy, ranges = _not_busy(busy)
+        params: list[float] = [before, *ranges]
+        with self._transaction() as db:
             found = db.execute(
                 f"SELECT severity, COUNT(*), COALESCE(SUM(LENGTH(data)), 0) FROM rows "
-                f"WHERE enqueued < ?{not_busy} GROUP BY severity",
+                f"WHERE enqueued < ? AND {not_busy} GROUP BY severity",
                 params,
             ).fetchall()
-            db.execute(f"DELETE FROM rows WHERE enqueued < ?{not_busy}", params)
-            db.execute("COMMIT")
-        except BaseException:
-            with contextlib.suppress(sqlite3.Error):
-                db.execute("ROLLBACK")
-            raise
+            db.execute(f"DELETE FROM rows WHERE enqueued < ? AND {not_busy}", params)
         for _, n, size in found:
             self.rows -= n
             self.bytes -= size
@@ -538,6 +524,11 @@ class Spool:
         """``time.time()`` of the oldest waiting row, or ``None``."""
         row = self.db.execute("SELECT enqueued FROM rows ORDER BY id LIMIT 1").fetchone()
         return None if row is None else float(row[0])
+
+
+def _not_busy(busy: Sequence[tuple[int, int]]) -> tuple[str, list[int]]:
+    """A SQL condition (and its parameters) that leaves out the rows in the id ranges *busy*."""
+    return " AND ".join("NOT (id BETWEEN ? AND ?)" for _ in busy) or "1", [x for r in busy for x in r]
 
 
 def _pages(ids: Sequence[int], size: int = 500) -> Iterator[Sequence[int]]:

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Final
 import anyio
 from anyio.abc import TaskGroup
 
-from ._entry import AuditEntry, Severity
+from ._entry import AuditEntry, Severity, encode_row
 from ._protocol import DropReason, RowOutcome, SendResult
 from ._spool import Appended, Spool
 from ._workers import DaemonWorkers
@@ -272,9 +272,7 @@ class SpoolPump:
         positions: list[int] = []
         for entry, i in zip(rows, kept, strict=True):
             try:
-                data = json.dumps(
-                    entry.to_row(), ensure_ascii=False, separators=(",", ":"), allow_nan=False
-                ).encode("utf-8")
+                data = encode_row(entry)
             except Exception as exc:  # cannot be stored or sent: this row alone
                 failed.add(start + 1 + i)
                 self._count(
