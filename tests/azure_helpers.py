@@ -13,6 +13,9 @@ from sentinel_forwarder import (
 )
 from sentinel_forwarder.emulator import Emulator, EmulatorCredential
 
+#: The rule of the ``typed`` fixture's emulator (tests/conftest.py).
+TYPED_RULE_ID = "dcr-" + "5c" * 16
+
 
 def sink_for(emu: Emulator, **kwargs: Any) -> AzureSentinelForwarder:
     options: dict[str, Any] = {

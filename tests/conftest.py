@@ -27,6 +27,32 @@ def tls_emulator() -> Iterator[Emulator]:
         yield emu
 
 
+@pytest.fixture(scope="module")
+def typed() -> Iterator[Emulator]:
+    """An emulator whose DCR (``azure_helpers.TYPED_RULE_ID``) declares an extra int column, Score: a string
+    there is refused (400)."""
+    from azure_helpers import TYPED_RULE_ID
+
+    from sentinel_forwarder import AUDIT_TABLE, Column
+    from sentinel_forwarder.emulator._dcr import DataCollectionRule
+
+    schema = AUDIT_TABLE.with_columns([Column("Score", "int")])
+    rule = DataCollectionRule.from_properties(
+        schema.dcr_properties(), name="scored", immutable_id=TYPED_RULE_ID
+    )
+    with Emulator(dcrs=[rule]) as emu:
+        yield emu
+
+
+@pytest.fixture
+def fast_spool_retries(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Retry a failing service from the spool every few milliseconds instead of every second or minute."""
+    from sentinel_forwarder import _spooling
+
+    monkeypatch.setattr(_spooling, "RETRY_FIRST", 0.01)
+    monkeypatch.setattr(_spooling, "RETRY_MAX", 0.02)
+
+
 @pytest.fixture
 def emu(emulator: Emulator) -> Iterator[Emulator]:
     """The module's emulator, reset before and after the test."""

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import pytest
-from azure_helpers import forward_all, landed_ids, sink_for
+from azure_helpers import TYPED_RULE_ID, forward_all, landed_ids, sink_for
 
-from sentinel_forwarder import AUDIT_TABLE, AuditEntry, Column, SendResult
+from sentinel_forwarder import AuditEntry, SendResult
 from sentinel_forwarder._poison import MAX_EXTRA_REQUESTS, isolate_refused
 from sentinel_forwarder.emulator import Emulator
 
@@ -97,25 +97,12 @@ def test_parts_that_fail_otherwise_pass_through() -> None:
 # -- through the real SDK to the emulator ------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def typed() -> Iterator[Emulator]:
-    """An emulator whose DCR declares an extra int column, Score: a string there is refused (400)."""
-    from sentinel_forwarder.emulator._dcr import DataCollectionRule
-
-    schema = AUDIT_TABLE.with_columns([Column("Score", "int")])
-    rule = DataCollectionRule.from_properties(
-        schema.dcr_properties(), name="scored", immutable_id="dcr-" + "5c" * 16
-    )
-    with Emulator(dcrs=[rule]) as emu:
-        yield emu
-
-
 async def test_one_malformed_row_among_a_thousand_in_one_chunk(typed: Emulator) -> None:
     typed.reset()
     entries = [AuditEntry(f"r{i}", extra={"Score": i}) for i in range(1000)]
     poison = AuditEntry("malformed", extra={"Score": "not a number"})
     entries.insert(500, poison)
-    stats = await forward_all(sink_for(typed, rule_id="dcr-" + "5c" * 16), entries, max_batch_size=1001)
+    stats = await forward_all(sink_for(typed, rule_id=TYPED_RULE_ID), entries, max_batch_size=1001)
     assert stats.sent == 1000 and stats.dropped == {"rejected": 1}
     assert poison.id in (stats.last_error or "")
     assert sorted(landed_ids(typed)) == sorted(e.id for e in entries if e is not poison)

@@ -19,19 +19,11 @@ from sentinel_forwarder import (
     SendResult,
     Severity,
     _spool,
-    _spooling,
 )
 from sentinel_forwarder._protocol import RowOutcome
 from sentinel_forwarder.testing import RecordingForwarder
 
-pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture(autouse=True)
-def fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Retry a failing service every few milliseconds instead of every second or minute."""
-    monkeypatch.setattr(_spooling, "RETRY_FIRST", 0.01)
-    monkeypatch.setattr(_spooling, "RETRY_MAX", 0.02)
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("fast_spool_retries")]
 
 
 def entries(n: int, *, prefix: str = "r", severity: Severity = Severity.HIGH) -> list[AuditEntry]:

@@ -3,25 +3,17 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from pathlib import Path
 
 import anyio
 import anyio.lowlevel
 import pytest
-from azure_helpers import landed_ids, rows, sink_for
+from azure_helpers import TYPED_RULE_ID, landed_ids, rows, sink_for
 
-from sentinel_forwarder import AuditEntry, BufferingForwarder, _spool, _spooling
-from sentinel_forwarder._schema import AUDIT_TABLE, Column
+from sentinel_forwarder import AuditEntry, BufferingForwarder, _spool
 from sentinel_forwarder.emulator import Emulator
 
-pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture(autouse=True)
-def fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(_spooling, "RETRY_FIRST", 0.01)
-    monkeypatch.setattr(_spooling, "RETRY_MAX", 0.05)
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("fast_spool_retries")]
 
 
 @pytest.mark.parametrize("status", [403, 503])
@@ -43,19 +35,6 @@ async def test_an_outage_delivers_every_row_once_when_it_ends(
     assert sorted(landed_ids(emu)) == sorted(e.id for e in entries)
 
 
-@pytest.fixture(scope="module")
-def typed() -> Iterator[Emulator]:
-    """An emulator whose DCR declares an extra int column, Score: a string there is refused (400)."""
-    from sentinel_forwarder.emulator._dcr import DataCollectionRule
-
-    schema = AUDIT_TABLE.with_columns([Column("Score", "int")])
-    rule = DataCollectionRule.from_properties(
-        schema.dcr_properties(), name="scored", immutable_id="dcr-" + "5d" * 16
-    )
-    with Emulator(dcrs=[rule]) as emu:
-        yield emu
-
-
 async def test_one_malformed_row_among_a_thousand_becomes_a_dead_letter(
     typed: Emulator, tmp_path: Path
 ) -> None:
@@ -63,7 +42,7 @@ async def test_one_malformed_row_among_a_thousand_becomes_a_dead_letter(
     entries = [AuditEntry(f"r{i}", extra={"Score": i}) for i in range(999)]
     poison = AuditEntry("malformed", extra={"Score": "not a number"})
     entries.insert(500, poison)
-    sink = sink_for(typed, rule_id="dcr-" + "5d" * 16)
+    sink = sink_for(typed, rule_id=TYPED_RULE_ID)
     async with BufferingForwarder(sink, spool=tmp_path, max_batch_size=1000, max_interval=0.01) as fwd:
         for e in entries:
             fwd.forward(e)
