@@ -19,7 +19,7 @@ import os
 import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal, TextIO
@@ -30,12 +30,12 @@ import click
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from ._azure import MAX_REQUEST_BYTES, AzureSentinelForwarder
-from ._buffering import BufferingForwarder
+from ._azure import MAX_REQUEST_BYTES
 from ._entry import AuditEntry
 from ._protocol import DROP_REASONS, DropReason
 from ._schema import AUDIT_TABLE
 from ._settings import ConfigurationError, ForwarderSettings
+from ._setup import _build
 
 Unknown = Literal["error", "ignore", "extra"]
 
@@ -240,27 +240,8 @@ async def _forward_all(
     progress: bool,
 ) -> None:
     assert settings.endpoint is not None and settings.rule_id is not None
-    sink = AzureSentinelForwarder(
-        settings.endpoint,
-        credential,
-        rule_id=settings.rule_id,
-        stream_name=settings.stream_name,
-        cloud=settings.cloud,  # type: ignore[arg-type]
-        retry_timeout=settings.retry_timeout,
-        max_concurrent_uploads=max(8, settings.max_batches_in_flight),
-        connection_verify=settings.connection_verify,
-    )
-    forwarder = BufferingForwarder(
-        sink,
-        max_batch_size=settings.max_batch_size,
-        max_request_rows=settings.max_request_rows,
-        max_interval=settings.max_interval,
-        capacity=settings.capacity,
-        max_batches_in_flight=settings.max_batches_in_flight,
-        drain_timeout=settings.drain_timeout,
-        min_severity=settings.min_severity,
-        name="sentinel-forwarder-send",
-    )
+    # The same forwarder as an app's, without a spool: a command reports what it delivered before it ends.
+    forwarder = _build(replace(settings, spool=None), credential, None, None, name="sentinel-forwarder-send")
     bar = Progress(
         SpinnerColumn(),
         TextColumn(

@@ -37,7 +37,10 @@ def _build(
     credential: TokenCredential | None,
     forwarder: AuditForwarder | None,
     transform: Transform | None,
+    *,
+    name: str = "default",
 ) -> BufferingForwarder:
+    """The forwarder *settings* describe (or *forwarder*, used as it is if it is a BufferingForwarder)."""
     if isinstance(forwarder, BufferingForwarder):
         return forwarder
     sink: AuditForwarder
@@ -68,6 +71,7 @@ def _build(
         spool=settings.spool,
         spool_max_bytes=settings.spool_max_bytes,
         spool_max_age=settings.spool_max_age,
+        name=name,
     )
 
 
