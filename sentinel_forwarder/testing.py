@@ -24,7 +24,7 @@ __all__ = [
 import threading
 import time
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 from azure.core.credentials import AccessToken, AccessTokenInfo, TokenRequestOptions
 from azure.core.exceptions import ClientAuthenticationError
@@ -44,6 +44,9 @@ _DEFAULT_LIFETIME = 3600
 
 class _CredentialState:
     """What both credential flavours share: the token, its lifetime, the failure switch and a call counter."""
+
+    #: Names the credential in the error of a failed token request.
+    _label = "EmulatorCredential"
 
     def __init__(self, token: str, fail: bool, lifetime: int) -> None:
         if not token:
@@ -68,8 +71,13 @@ class _CredentialState:
         if not scopes:
             raise ValueError("at least one scope is required")
         if self.fail:
-            raise ClientAuthenticationError(message="EmulatorCredential: token request failed (fail=True)")
-        return self._token, int(time.time()) + self._lifetime
+            raise ClientAuthenticationError(message=f"{self._label}: token request failed (fail=True)")
+        expires_on = int(time.time()) + self._lifetime
+        return self._token_for(scopes[0], expires_on), expires_on
+
+    def _token_for(self, scope: str, expires_on: int) -> str:
+        """The token for *scope*: the fixed one (the emulator's JWT credentials issue claims instead)."""
+        return self._token
 
     def __repr__(self) -> str:
         # Never show the token.
@@ -125,7 +133,7 @@ class EmulatorCredential(_CredentialState):
     def close(self) -> None:
         """Do nothing: there is nothing to release."""
 
-    def __enter__(self) -> EmulatorCredential:
+    def __enter__(self: _Sync) -> _Sync:
         return self
 
     def __exit__(
@@ -187,7 +195,7 @@ class AsyncEmulatorCredential(_CredentialState):
     async def close(self) -> None:
         """Do nothing: there is nothing to release."""
 
-    async def __aenter__(self) -> AsyncEmulatorCredential:
+    async def __aenter__(self: _Async) -> _Async:
         return self
 
     async def __aexit__(
@@ -198,6 +206,9 @@ class AsyncEmulatorCredential(_CredentialState):
     ) -> None:
         await self.close()
 
+
+_Sync = TypeVar("_Sync", bound=EmulatorCredential)
+_Async = TypeVar("_Async", bound=AsyncEmulatorCredential)
 
 # ------------------------------------------------------------------------------------------------------------
 # In-memory recording sink: RecordingForwarder, imported above from sentinel_forwarder._recording

@@ -29,11 +29,9 @@ import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Any
 
-from azure.core.credentials import AccessToken, AccessTokenInfo, TokenRequestOptions
-from azure.core.exceptions import ClientAuthenticationError
+from ..testing import AsyncEmulatorCredential, EmulatorCredential
 
 #: The audience a Logs Ingestion token must have, by cloud (scopes ``<audience>/.default``). A trailing ``/``
 #: is tolerated. Public: azure-docs issue #111939; US Gov and China: the SDK's documented sovereign scopes.
@@ -176,40 +174,33 @@ class Roles:
 # -- credentials ---------------------------------------------------------------------------------------------
 
 
-class _JwtIssuer:
+class _JwtClaims:
+    """Makes an emulator credential (``sentinel_forwarder.testing``) issue unsigned JWTs: an audience, an
+    object id and a tenant instead of a fixed token. Everything else (fail switch, call counter, lifetime,
+    the token methods) is the credential's own."""
+
+    _label: str
+    _lifetime: int
+    fail: bool
+
     def __init__(
-        self, object_id: str | None, tenant_id: str, audience: str | None, lifetime: int, fail: bool
+        self,
+        *,
+        object_id: str | None = None,
+        tenant_id: str = "00000000-0000-0000-0000-000000000000",
+        audience: str | None = None,
+        lifetime: int = 3600,
+        fail: bool = False,
     ) -> None:
-        if lifetime <= 0:
-            raise ValueError("lifetime must be a positive number of seconds")
         self.object_id = object_id or str(uuid.uuid4())
         self._tenant_id = tenant_id
         self._audience = audience
-        self._lifetime = lifetime
-        self._lock = threading.Lock()
-        self._calls = 0
-        self.fail = fail
+        super().__init__("unsigned-jwt", fail=fail, lifetime=lifetime)  # type: ignore[call-arg]
 
-    @property
-    def calls(self) -> int:
-        """How many tokens were requested so far, failed requests included."""
-        with self._lock:
-            return self._calls
-
-    def _issue(self, scopes: tuple[str, ...]) -> tuple[str, int]:
-        with self._lock:
-            self._calls += 1
-        if not scopes:
-            raise ValueError("at least one scope is required")
-        if self.fail:
-            raise ClientAuthenticationError(
-                message=f"{type(self).__name__}: token request failed (fail=True)"
-            )
-        now = int(time.time())
-        expires_on = now + self._lifetime
-        audience = self._audience or scopes[0].removesuffix("/.default")
+    def _token_for(self, scope: str, expires_on: int) -> str:
+        now = expires_on - self._lifetime
         claims = {
-            "aud": audience,
+            "aud": self._audience or scope.removesuffix("/.default"),
             "iss": f"https://sts.windows.net/{self._tenant_id}/",
             "iat": now,
             "nbf": now,
@@ -218,13 +209,13 @@ class _JwtIssuer:
             "sub": self.object_id,
             "tid": self._tenant_id,
         }
-        return unsigned_jwt(claims), expires_on
+        return unsigned_jwt(claims)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(object_id={self.object_id!r}, fail={self.fail!r})"
 
 
-class EmulatorJwtCredential(_JwtIssuer):
+class EmulatorJwtCredential(_JwtClaims, EmulatorCredential):
     """A sync azure-core credential that issues unsigned JWTs with an audience and an object id, offline.
 
     The audience is the requested scope without ``/.default`` (what Entra ID does), unless *audience* is
@@ -239,92 +230,10 @@ class EmulatorJwtCredential(_JwtIssuer):
     :param fail: When true, token requests raise :class:`~azure.core.exceptions.ClientAuthenticationError`.
     """
 
-    def __init__(
-        self,
-        *,
-        object_id: str | None = None,
-        tenant_id: str = "00000000-0000-0000-0000-000000000000",
-        audience: str | None = None,
-        lifetime: int = 3600,
-        fail: bool = False,
-    ) -> None:
-        super().__init__(object_id, tenant_id, audience, lifetime, fail)
-
-    def get_token(
-        self,
-        *scopes: str,
-        claims: str | None = None,
-        tenant_id: str | None = None,
-        enable_cae: bool = False,
-        **kwargs: Any,
-    ) -> AccessToken:
-        """Issue a token for the first of *scopes*."""
-        token, expires_on = self._issue(scopes)
-        return AccessToken(token, expires_on)
-
-    def get_token_info(self, *scopes: str, options: TokenRequestOptions | None = None) -> AccessTokenInfo:
-        """Issue a token for the first of *scopes*, with its metadata."""
-        token, expires_on = self._issue(scopes)
-        return AccessTokenInfo(token, expires_on)
-
-    def close(self) -> None:
-        """Do nothing: there is nothing to release."""
-
-    def __enter__(self) -> EmulatorJwtCredential:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc_value: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()
+    _label = "EmulatorJwtCredential"
 
 
-class AsyncEmulatorJwtCredential(_JwtIssuer):
+class AsyncEmulatorJwtCredential(_JwtClaims, AsyncEmulatorCredential):
     """The asynchronous twin of :class:`EmulatorJwtCredential` (never blocks; asyncio and trio)."""
 
-    def __init__(
-        self,
-        *,
-        object_id: str | None = None,
-        tenant_id: str = "00000000-0000-0000-0000-000000000000",
-        audience: str | None = None,
-        lifetime: int = 3600,
-        fail: bool = False,
-    ) -> None:
-        super().__init__(object_id, tenant_id, audience, lifetime, fail)
-
-    async def get_token(
-        self,
-        *scopes: str,
-        claims: str | None = None,
-        tenant_id: str | None = None,
-        enable_cae: bool = False,
-        **kwargs: Any,
-    ) -> AccessToken:
-        """Issue a token for the first of *scopes*."""
-        token, expires_on = self._issue(scopes)
-        return AccessToken(token, expires_on)
-
-    async def get_token_info(
-        self, *scopes: str, options: TokenRequestOptions | None = None
-    ) -> AccessTokenInfo:
-        """Issue a token for the first of *scopes*, with its metadata."""
-        token, expires_on = self._issue(scopes)
-        return AccessTokenInfo(token, expires_on)
-
-    async def close(self) -> None:
-        """Do nothing: there is nothing to release."""
-
-    async def __aenter__(self) -> AsyncEmulatorJwtCredential:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc_value: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self.close()
+    _label = "AsyncEmulatorJwtCredential"
