@@ -396,11 +396,16 @@ class BufferingForwarder:
         return True
 
     def _reject(self) -> bool:
-        reason: DropReason = "queue_full" if self._accepting else "closed"
-        with self._lock:
-            self._dropped[reason] += 1
-        self._on_dropped(reason, 1, None)
+        self._count_dropped("queue_full" if self._accepting else "closed", 1, None)
         return False
+
+    def _count_dropped(
+        self, reason: DropReason, count: int, detail: str | None, *, severity: Severity | None = None
+    ) -> None:
+        """Count *count* rows dropped for *reason*, then report them (metrics and the drop log)."""
+        with self._lock:
+            self._dropped[reason] += count
+        self._on_dropped(reason, count, detail, severity=severity)
 
     def _wake(self) -> None:
         """Wake the pump: directly on its thread, through the loop's thread-safe queue from others."""
@@ -905,9 +910,7 @@ class BufferingForwarder:
                     f"transform returned {type(out).__name__} for row Id {entry.id}, not AuditEntry or None"
                 )
         if failed:
-            with self._lock:
-                self._dropped["transform_error"] += failed
-            self._on_dropped("transform_error", failed, detail)
+            self._count_dropped("transform_error", failed, detail)
         return rows, filtered, kept, refused
 
     def _account(self, result: SendResult) -> None:

@@ -319,14 +319,11 @@ class SpoolPump:
             self._count_shed(Severity(severity), count)
 
     def _count_shed(self, severity: Severity, count: int) -> None:
-        fw = self._fw
-        with fw._lock:
-            fw._dropped["shed"] += count
         detail = (
             f"the spool is full (spool_max_bytes={self._max_bytes:,}): {count} {severity.label}-severity "
             "rows shed to make room for rows of higher severity or newer ones"
         )
-        fw._on_dropped("shed", count, detail, severity=severity)
+        self._fw._count_dropped("shed", count, detail, severity=severity)
 
     # -- delivering --------------------------------------------------------------------------------------
 
@@ -465,10 +462,7 @@ class SpoolPump:
             self._cache.clear()
             self._from_disk = True
             for severity, count in expired.items():
-                fw = self._fw
-                with fw._lock:
-                    fw._dropped["expired"] += count
-                fw._on_dropped(
+                self._fw._count_dropped(
                     "expired",
                     count,
                     f"{count} {Severity(severity).label}-severity rows waited in the spool longer than "

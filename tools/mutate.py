@@ -277,8 +277,8 @@ MUTANTS = [
     Mutant(
         "events exist before the sink opens",
         f"{PKG}/_buffering.py",
-        "            self._finish()\n            self._stopped.set()\n            raise",
-        "            self._finish()\n            raise",
+        "            self._stopped.set()\n            raise",
+        "            raise",
     ),
     Mutant(
         "the body's exception wins over a cancellation",
@@ -313,8 +313,8 @@ MUTANTS = [
     Mutant(
         "fork child gets a fresh state",
         f"{PKG}/_buffering.py",
-        "        state = self._state\n        self._init_state()",
-        "        state = self._state\n        self._state = _NEW",
+        "            _INHERITED_SPOOLS.append(self._spool_pump.spool)\n        self._init_state()",
+        "            _INHERITED_SPOOLS.append(self._spool_pump.spool)\n        self._state = _NEW",
     ),
     Mutant(
         "fork child resets the sink",
@@ -411,8 +411,8 @@ MUTANTS = [
     Mutant(
         "spool: files of dead processes are adopted",
         f"{PKG}/_spool.py",
-        "                    adopted += self._adopt_file(other)",
-        "                    adopted += 0",
+        "                adopted += self._adopt_locked(other)",
+        "                adopted += 0",
     ),
     Mutant(
         "spool: this process's own files are never locked twice",
