@@ -473,8 +473,8 @@ MUTANTS = [
     Mutant(
         "query: timespan honoured",
         f"{PKG}/emulator/_query.py",
-        '    if span is not None:\n        sql += " WHERE TimeGenerated',
-        '    if False:\n        sql += " WHERE TimeGenerated',
+        "        if span is not None:\n            low, high",
+        "        if False:\n            low, high",
     ),
     Mutant(
         "query: the query audience is checked",
@@ -499,6 +499,37 @@ MUTANTS = [
         f"{PKG}/emulator/_query.py",
         'f"CAST({_literal(workspace_id)} AS VARCHAR) AS TenantId"',
         "\"CAST('' AS VARCHAR) AS TenantId\"",
+    ),
+    # -- the local rule runner (issue 11) ------------------------------------------------------------------
+    Mutant(
+        "rules: queryPeriod limits the data",
+        f"{PKG}/emulator/_rules.py",
+        "result = query(rule.query, rule.query_period, at)",
+        "result = query(rule.query, None, at)",
+    ),
+    Mutant(
+        "rules: triggerOperator and triggerThreshold",
+        f"{PKG}/emulator/_rules.py",
+        "fires = _OPERATORS[rule.trigger_operator](len(rows), rule.trigger_threshold)",
+        "fires = bool(rows)",
+    ),
+    Mutant(
+        "rules: scheduled runs since",
+        f"{PKG}/emulator/_rules.py",
+        "return [now - i * rule.query_frequency for i in range(count)]",
+        "return [now]",
+    ),
+    Mutant(
+        "rules: entities from entityMappings",
+        f"{PKG}/emulator/_rules.py",
+        'by_type.setdefault(entity_type, {"entityType": entity_type})[identifier] = value',
+        "pass",
+    ),
+    Mutant(
+        "rules: expectations set the exit status",
+        f"{PKG}/_rules_cli.py",
+        "sys.exit(1 if problems else 0)",
+        "sys.exit(0)",
     ),
 ]
 

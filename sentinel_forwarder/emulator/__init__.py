@@ -40,13 +40,18 @@ __all__ = [
     "RequestRecord",
     "RoleAssignment",
     "Roles",
+    "Rule",
+    "RuleError",
+    "RuleReport",
     "Stream",
     "format_loss_report",
     "load_dcrs",
+    "load_rules",
     "read_losses",
     "read_rows",
     "read_snapshot",
     "run_query",
+    "shipped_rules",
     "unsigned_jwt",
 ]
 
@@ -64,6 +69,7 @@ from ._identity import (
 )
 from ._losses import LOSS_KINDS, Loss, format_loss_report
 from ._query import DEFAULT_WORKSPACE_ID, QUERY_AUDIENCES, QueryError, QueryResult, run_query
+from ._rules import Rule, RuleError, RuleReport, load_rules, shipped_rules
 from ._server import Emulator
 from ._stats import EmulatorStats, RequestRecord
 from ._store import read_losses, read_rows, read_snapshot

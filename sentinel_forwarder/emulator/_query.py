@@ -17,6 +17,7 @@ from __future__ import annotations
 __all__ = [
     "DEFAULT_WORKSPACE_ID",
     "QUERY_AUDIENCES",
+    "LocalWorkspace",
     "QueryError",
     "QueryResult",
     "Timespan",
@@ -139,6 +140,24 @@ class QueryResult:
         """One ``{column: value}`` per row."""
         return [dict(zip(self.columns, row, strict=True)) for row in self.rows]
 
+    @classmethod
+    def from_response(cls, body: Mapping[str, Any]) -> QueryResult:
+        """Read the primary result of a Logs Query API answer (the emulator's or Azure's) back into Python
+        values, as :func:`run_query` returns them.
+
+        :raises ValueError: if *body* has no table.
+        """
+        tables = body.get("tables") or []
+        if not tables:
+            raise ValueError("the answer has no table")
+        table = tables[0]
+        columns = tuple(str(c["name"]) for c in table["columns"])
+        types = tuple(str(c["type"]) for c in table["columns"])
+        rows = tuple(
+            tuple(_from_wire(t, v) for t, v in zip(types, row, strict=True)) for row in table["rows"]
+        )
+        return cls(columns, types, rows)
+
     def as_response(self) -> dict[str, Any]:
         """The service's answer body: datetimes as ISO 8601 text, timespans as ``[d.]hh:mm:ss[.fffffff]``,
         dynamic values as JSON text (as Log Analytics sends them)."""
@@ -168,6 +187,34 @@ def _wire(column_type: str, value: Any) -> Any:
         return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
     if isinstance(value, float) and not math.isfinite(value):
         return str(value).replace("inf", "Infinity").replace("nan", "NaN")
+    return value
+
+
+_TIMESPAN = re.compile(r"^(-)?(?:(\d+)\.)?(\d{1,2}):(\d{2}):(\d{2})(?:\.(\d{1,7}))?$")
+
+
+def _from_wire(column_type: str, value: Any) -> Any:
+    if value is None:
+        return None
+    if column_type == "datetime" and isinstance(value, str):
+        return parse_datetime(value)
+    if column_type == "timespan" and isinstance(value, str):
+        match = _TIMESPAN.match(value)
+        if match:
+            sign, days, hours, minutes, seconds, fraction = match.groups()
+            span = timedelta(
+                days=int(days or 0),
+                hours=int(hours),
+                minutes=int(minutes),
+                seconds=int(seconds),
+                microseconds=int((fraction or "0").ljust(7, "0")[:6]),
+            )
+            return -span if sign else span
+    if column_type == "dynamic" and isinstance(value, str):
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
     return value
 
 
@@ -279,7 +326,8 @@ def _json_type(value: object) -> str | None:
     return "string" if isinstance(value, str) else "dynamic"
 
 
-def _load(con: Any, table: str, snapshot: TableSnapshot, workspace_id: str, span: Any) -> None:
+def _load(con: Any, table: str, snapshot: TableSnapshot, workspace_id: str) -> None:
+    """Load one table's rows, typed, into ``"__rows__<table>"`` (the view ``"<table>"`` filters them)."""
     selects: list[str] = []
     for name, column_type in _column_types(snapshot).items():
         if name in _STANDARD_COLUMNS:
@@ -302,12 +350,10 @@ def _load(con: Any, table: str, snapshot: TableSnapshot, workspace_id: str, span
         "CAST('' AS VARCHAR) AS _ResourceId",
     ]
     source = "SELECT unnest(?::VARCHAR[]) AS i, unnest(?::VARCHAR[]) AS r"
-    sql = f"CREATE TABLE {_identifier(table)} AS SELECT * FROM (SELECT {', '.join(selects)} FROM ({source}))"
-    params: list[Any] = [[i for i, _ in snapshot.rows], [r for _, r in snapshot.rows]]
-    if span is not None:
-        sql += " WHERE TimeGenerated BETWEEN ? AND ?"
-        params += [span[0].replace(tzinfo=None), span[1].replace(tzinfo=None)]
-    con.execute(sql, params)
+    con.execute(
+        f"CREATE TABLE {_identifier('__rows__' + table)} AS SELECT {', '.join(selects)} FROM ({source})",
+        [[i for i, _ in snapshot.rows], [r for _, r in snapshot.rows]],
+    )
 
 
 def _native(column_type: str, value: Any) -> Any:
@@ -332,39 +378,96 @@ def _result_type(duck_type: str) -> str:
     return _RESULT_TYPES.get(duck_type, "string")
 
 
-def run_query(
-    tables: Mapping[str, TableSnapshot],
-    kql: str,
-    *,
-    timespan: Timespan | None = None,
-    now: datetime | None = None,
-    workspace_id: str = DEFAULT_WORKSPACE_ID,
-) -> QueryResult:
-    """Run *kql* over *tables* and return its primary result.
+class LocalWorkspace:
+    """A snapshot of tables loaded into an in-memory DuckDB database once, to run many queries over (each
+    with its own timespan and ``now()``). Not thread-safe: one thread at a time; close it when done.
 
-    :param tables: The tables to query, by name (``RowStore.snapshot()``, ``read_snapshot(db)``).
-    :param kql: The query.
-    :param timespan: Keep rows whose ``TimeGenerated`` is inside it (both ends included); ``None``: all.
-    :param now: What ``now()`` and ``ago()`` mean, and the end of a bare-duration timespan; default: now.
+    :param tables: The tables, by name (``RowStore.snapshot()``, ``read_snapshot(db)``).
     :param workspace_id: The ``TenantId`` of every row.
-    :raises QueryError: for a query that does not parse, names an unknown table or column, uses a construct
-        duckdb-kql cannot translate, or fails in DuckDB; and for an invalid timespan.
     """
-    import duckdb
-    import duckdb_kql
 
-    if not isinstance(kql, str) or not kql.strip():
-        raise QueryError("SyntaxError", "The query is empty.", detail={"code": "SYN0001"})
-    moment = _utc(now) if now is not None else datetime.now(timezone.utc)
-    span = parse_timespan(timespan, moment)
-    con = duckdb_kql.connect()
-    try:
-        for table, snapshot in tables.items():
-            _load(con, table, snapshot, workspace_id, span)
+    def __init__(
+        self, tables: Mapping[str, TableSnapshot], *, workspace_id: str = DEFAULT_WORKSPACE_ID
+    ) -> None:
+        import duckdb_kql
+
+        self._tables = list(tables)
+        self._con = duckdb_kql.connect()
+        self._translated: dict[str, tuple[str, dict[str, Any]]] = {}
         try:
-            relation = duckdb_kql.kql(con, kql, query_now=moment, allow_write=False)
-            columns = tuple(relation.columns)
-            types = tuple(_result_type(str(t)) for t in relation.types)
+            for table, snapshot in tables.items():
+                _load(self._con, table, snapshot, workspace_id)
+        except BaseException:
+            self._con.close()
+            raise
+
+    def close(self) -> None:
+        """Free the database."""
+        self._con.close()
+
+    def __enter__(self) -> LocalWorkspace:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _restrict(self, span: tuple[datetime, datetime] | None) -> None:
+        where = ""
+        if span is not None:
+            low, high = (_literal(t.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")) for t in span)
+            where = f" WHERE TimeGenerated BETWEEN CAST({low} AS TIMESTAMP) AND CAST({high} AS TIMESTAMP)"
+        for table in self._tables:
+            self._con.execute(
+                f"CREATE OR REPLACE VIEW {_identifier(table)} AS "
+                f"SELECT * FROM {_identifier('__rows__' + table)}{where}"
+            )
+
+    def _translate(self, kql: str, moment: datetime) -> tuple[str, dict[str, Any]]:
+        """The SQL for *kql* and its parameters; the translation (slow: a Python ANTLR parser) is cached per
+        query text, with ``now()`` a bound parameter that is set for each run."""
+        import duckdb_kql
+        from duckdb_kql.engine import schema
+
+        clock = "kqlnow"  # duckdb_kql.translate.CLOCK_SLOT: the parameter now() binds to
+        cached = self._translated.get(kql)
+        if cached is None:
+            translated = duckdb_kql.to_sql(kql, schema=schema(self._con), query_now=moment, allow_write=False)
+            if translated.unbound:
+                raise duckdb_kql.KqlSchemaError(
+                    ", ".join(translated.unbound), hint="query parameter without value"
+                )
+            cached = (str(translated), dict(translated.parameters))
+            if set(cached[1]) <= {clock}:
+                self._translated[kql] = cached
+        sql, parameters = cached
+        if clock in parameters:
+            parameters = {**parameters, clock: moment.astimezone(timezone.utc).replace(tzinfo=None)}
+        return sql, parameters
+
+    def query(
+        self, kql: str, *, timespan: Timespan | None = None, now: datetime | None = None
+    ) -> QueryResult:
+        """Run *kql* and return its primary result.
+
+        :param kql: The query.
+        :param timespan: Keep rows whose ``TimeGenerated`` is inside it (both ends included); ``None``: all.
+        :param now: What ``now()`` and ``ago()`` mean, and the end of a bare-duration timespan; default: now.
+        :raises QueryError: for a query that does not parse, names an unknown table or column, uses a
+            construct duckdb-kql cannot translate, or fails in DuckDB; and for an invalid timespan.
+        """
+        import duckdb
+        import duckdb_kql
+
+        if not isinstance(kql, str) or not kql.strip():
+            raise QueryError("SyntaxError", "The query is empty.", detail={"code": "SYN0001"})
+        moment = _utc(now) if now is not None else datetime.now(timezone.utc)
+        self._restrict(parse_timespan(timespan, moment))
+        try:
+            sql, parameters = self._translate(kql, moment)
+            relation = self._con.execute(sql, parameters) if parameters else self._con.execute(sql)
+            description = relation.description or []
+            columns = tuple(str(d[0]) for d in description)
+            types = tuple(_result_type(str(d[1])) for d in description)
             fetched: Sequence[tuple[Any, ...]] = relation.fetchall()
         except duckdb_kql.KqlUnsupportedError as exc:
             raise QueryError(
@@ -391,10 +494,21 @@ def run_query(
             raise QueryError(
                 "SemanticError", f"The query failed in DuckDB: {_first_line(exc)}", detail={"code": "SEM0001"}
             ) from None
-    finally:
-        con.close()
-    rows = tuple(tuple(_native(t, v) for t, v in zip(types, row, strict=True)) for row in fetched)
-    return QueryResult(columns, types, rows)
+        rows = tuple(tuple(_native(t, v) for t, v in zip(types, row, strict=True)) for row in fetched)
+        return QueryResult(columns, types, rows)
+
+
+def run_query(
+    tables: Mapping[str, TableSnapshot],
+    kql: str,
+    *,
+    timespan: Timespan | None = None,
+    now: datetime | None = None,
+    workspace_id: str = DEFAULT_WORKSPACE_ID,
+) -> QueryResult:
+    """Run *kql* once over *tables* (see :meth:`LocalWorkspace.query`)."""
+    with LocalWorkspace(tables, workspace_id=workspace_id) as workspace:
+        return workspace.query(kql, timespan=timespan, now=now)
 
 
 def _where(span: Any) -> dict[str, Any]:

@@ -11,7 +11,7 @@ import shutil
 import socket
 import tempfile
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
@@ -25,7 +25,8 @@ from ._dcr import DEFAULT_RULE_ID, DataCollectionRule, default_dcr, load_dcrs, t
 from ._faults import Faults
 from ._identity import CLOUD_AUDIENCES, Roles
 from ._losses import Loss, format_loss_report
-from ._query import DEFAULT_WORKSPACE_ID, QUERY_AUDIENCES, QueryResult, Timespan, run_query
+from ._query import DEFAULT_WORKSPACE_ID, QUERY_AUDIENCES, LocalWorkspace, QueryResult, Timespan, run_query
+from ._rules import Rule, RuleReport, run_rules, shipped_rules
 from ._stats import EmulatorStats, RequestLog, RequestRecord, StatsRecorder
 from ._store import RowStore
 
@@ -446,6 +447,30 @@ class Emulator:
         return run_query(
             self._store.snapshot(), kql, timespan=timespan, now=now, workspace_id=self._workspace_id
         )
+
+    def run_rules(
+        self,
+        rules: Sequence[Rule] | None = None,
+        *,
+        now: datetime | None = None,
+        since: datetime | None = None,
+    ) -> list[RuleReport]:
+        """Run Sentinel analytics rules and hunting queries over what landed (see docs/kql.md).
+
+        :param rules: Rules from :func:`load_rules`; default: the shipped ones (:func:`shipped_rules`).
+        :param now: The moment of the latest scheduled run (default: the current time).
+        :param since: Also simulate the runs every ``queryFrequency`` back to this moment.
+        :returns: One :class:`RuleReport` per rule: whether it fired, its alerts with their entities.
+        """
+
+        if self._store is None:
+            raise RuntimeError("the emulator has not been started")
+        with LocalWorkspace(self._store.snapshot(), workspace_id=self._workspace_id) as workspace:
+
+            def query(kql: str, timespan: Timespan | None, at: datetime) -> QueryResult:
+                return workspace.query(kql, timespan=timespan, now=at)
+
+            return run_rules(shipped_rules() if rules is None else rules, query, now=now, since=since)
 
     def stats(self) -> EmulatorStats:
         """A snapshot of the request counters."""
