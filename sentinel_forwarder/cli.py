@@ -158,6 +158,7 @@ def emulator(
             "rule_id": emu.rule_id,
             "stream_name": emu.stream_name,
             "table": emu.table,
+            "workspace_id": emu.workspace_id,
             "ca_path": str(emu.ca_path) if emu.ca_path else None,
             "db": db,
             "rules": {
@@ -192,6 +193,7 @@ def _print_emulator_info(info: dict[str, Any], *, tls: bool, sink: bool, any_tok
     table.add_row("rule id (default DCR)", info["rule_id"])
     table.add_row("stream", info["stream_name"])
     table.add_row("table", info["table"])
+    table.add_row("query workspace id", info["workspace_id"])
     table.add_row("CA certificate", info["ca_path"] or "(no TLS: pass enforce_https=False to upload())")
     table.add_row("rows", "not stored (sink mode)" if sink else info["db"])
     table.add_row("tokens", "any non-empty bearer token" if any_token else "only those given with --token")

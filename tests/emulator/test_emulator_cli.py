@@ -63,7 +63,7 @@ def test_emulator_json_then_rows(
 ) -> None:
     db = tmp_path / "emulator.sqlite"
     process, info = run_emulator("--db", str(db))
-    assert {"endpoint", "rule_id", "stream_name", "table", "ca_path"} <= set(info)
+    assert {"endpoint", "rule_id", "stream_name", "table", "ca_path", "workspace_id"} <= set(info)
     assert info["endpoint"].startswith("http://127.0.0.1:")
     assert not info["endpoint"].endswith(":0")
     assert info["rule_id"] == "dcr-00000000000000000000000000000000"
