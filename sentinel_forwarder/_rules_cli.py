@@ -91,6 +91,12 @@ def _print(reports: Sequence[Any]) -> None:
     "--ca", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="With an https --url."
 )
 @click.option(
+    "--token",
+    default="sentinel-forwarder-rules",
+    show_default=True,
+    help="With --url: the bearer token (one the emulator's --token accepts).",
+)
+@click.option(
     "--at",
     "at_text",
     metavar="TIME",
@@ -122,6 +128,7 @@ def test(
     db: Path | None,
     url: str | None,
     ca: Path | None,
+    token: str,
     at_text: str | None,
     since_text: str | None,
     expect_fire: tuple[str, ...],
@@ -147,7 +154,7 @@ def test(
     for name in (*expect_fire, *(q for q in expect_quiet if q != "all")):
         if not any(rule.matches(name) for rule in chosen):
             raise click.BadParameter(f"no rule matches {name!r}", param_hint="--expect-fire/--expect-quiet")
-    query = database_query(db) if db is not None else http_query(str(url), ca_path=ca)
+    query = database_query(db) if db is not None else http_query(str(url), ca_path=ca, token=token)
     reports = run_rules(chosen, query, now=now, since=since)
     if as_json:
         for report in reports:

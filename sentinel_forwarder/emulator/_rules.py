@@ -351,6 +351,22 @@ def database_query(db: str | Path, *, workspace_id: str = DEFAULT_WORKSPACE_ID) 
     return query
 
 
+def _http_error(exc: Any, target: str) -> QueryError:
+    """The Logs Query API's error answer as a :class:`QueryError` (its innermost code and message)."""
+    import json
+
+    try:
+        error = json.loads(exc.read())["error"]
+        inner = error.get("innererror") or {}
+        return QueryError(
+            str(inner.get("code") or error["code"]),
+            str(inner.get("message") or error["message"]),
+            detail=inner.get("innererror") or {},
+        )
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return QueryError("HttpError", f"{target}: HTTP {exc.code}")
+
+
 def http_query(
     url: str,
     *,
@@ -388,16 +404,6 @@ def http_query(
             with urllib.request.urlopen(request, timeout=timeout, context=context) as answer:
                 return QueryResult.from_response(json.loads(answer.read()))
         except urllib.error.HTTPError as exc:
-            try:
-                error = json.loads(exc.read())["error"]
-                inner = error.get("innererror") or {}
-                detail = inner.get("innererror") or {}
-                raise QueryError(
-                    str(inner.get("code") or error.get("code")),
-                    str(inner.get("message") or error["message"]),
-                    detail=detail,
-                ) from None
-            except (ValueError, KeyError, TypeError):
-                raise QueryError("HttpError", f"{target}: HTTP {exc.code}") from None
+            raise _http_error(exc, target) from None
 
     return query

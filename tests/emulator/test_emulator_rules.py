@@ -21,7 +21,7 @@ import pytest
 from emulator_helpers import sync_client, upload_kwargs
 
 from sentinel_forwarder import AuditEntry, HashChain, Severity
-from sentinel_forwarder.emulator import Emulator, RuleReport, load_rules, shipped_rules
+from sentinel_forwarder.emulator import Emulator, EmulatorCredential, RuleReport, load_rules, shipped_rules
 
 NOW = datetime.now(timezone.utc)
 ATTACKER = "session-attacker-1"
@@ -250,11 +250,15 @@ def test_cli_over_a_database_file(tmp_path: Path) -> None:
 
 
 def test_cli_through_the_query_api_over_https(tmp_path: Path) -> None:
-    with Emulator(tls=True, strict=True) as emu:
-        send(emu, clean_traffic() + attack(5))
+    with Emulator(tls=True, strict=True, tokens=["ci-token"]) as emu:
+        with sync_client(emu, credential=EmulatorCredential("ci-token")) as client:
+            client.upload(emu.rule_id, emu.stream_name, [e.to_row() for e in attack(5)])
         rule = write_rule(tmp_path, "HighRecords")
-        done = cli("--url", emu.endpoint, "--ca", str(emu.ca_path), str(rule), "--expect-fire", "HighRecords")
+        url = ("--url", emu.endpoint, "--ca", str(emu.ca_path))
+        done = cli(*url, "--token", "ci-token", str(rule), "--expect-fire", "HighRecords")
         assert done.returncode == 0, done.stdout + done.stderr
         assert "Account(Name=" in done.stdout
-        refused = cli("--url", emu.endpoint, "--at", "2026-01-01T00:00:00Z")
+        refused = cli(*url, "--at", "2026-01-01T00:00:00Z")
         assert refused.returncode == 2 and "--at and --since need --db" in refused.stderr
+        wrong_token = cli(*url, str(rule))
+        assert wrong_token.returncode == 1 and "InvalidAuthenticationToken" in wrong_token.stderr
