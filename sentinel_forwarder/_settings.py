@@ -202,8 +202,10 @@ _VALID: Mapping[str, str] = {
     "spool_max_bytes": "a whole number of bytes, at least 1, e.g. 1073741824 (1 GiB)",
     "spool_max_age": f"{_SECONDS}, more than 0, e.g. 86400",
 }
-#: Environment variables with the prefix that are not settings but are read (none yet besides the settings).
-_OTHER_VARIABLES: frozenset[str] = frozenset()
+#: The token ``credential="emulator"`` hands out instead of its fixed one (an emulator with ``--token``).
+EMULATOR_TOKEN_VARIABLE = ENV_PREFIX + "EMULATOR_TOKEN"
+#: Environment variables with the prefix that are not settings but are read.
+_OTHER_VARIABLES: frozenset[str] = frozenset({EMULATOR_TOKEN_VARIABLE})
 
 
 @dataclass(frozen=True)

@@ -410,6 +410,10 @@ from sentinel_forwarder._spool_cli import spool  # noqa: E402
 
 main.add_command(spool)
 
+from sentinel_forwarder._check_cli import check  # noqa: E402
+
+main.add_command(check)
+
 
 @main.command()
 @click.option("--db", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))

@@ -1,0 +1,615 @@
+"""Check a configuration end to end before traffic comes: ``sentinel-forwarder check``, ``check_on_start``.
+
+In order, stopping at the first failure: the endpoint's form (a Data Collection Endpoint or a Direct DCR's
+host; the cloud is read from the host), DNS, TCP, TLS (socket and ssl, so the real cause shows), a token
+(which credential answered; audience, tenant and object id read from it without verifying it, the token
+itself never shown), then an ingestion probe through the sink's own azure-core pipeline: an empty JSON array,
+which the service answers 2xx and stores nothing from (and, if asked, one marked probe row). Each failure
+belongs to a class with its own exit status (:data:`EXIT_CODES`) and says what to do.
+
+.. code-block:: python
+
+    report = run_check(ForwarderSettings.resolve())
+    if not report.ok:
+        print(report.failure, report.steps[-1].detail, report.steps[-1].hint)
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "EXIT_CODES",
+    "PROBE_DETECTOR",
+    "CheckReport",
+    "CheckStep",
+    "probe_failure",
+    "run_check",
+]
+
+import contextlib
+import os
+import socket
+import ssl
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from types import MappingProxyType
+from typing import Any
+
+from azure.core.credentials import TokenCredential
+from azure.core.exceptions import AzureError, HttpResponseError
+
+from ._azure import _AUTHORITIES, CLOUD_AUDIENCES, AzureSentinelForwarder, _message
+from ._endpoint import parse_endpoint
+from ._entry import AuditEntry, Severity
+from ._jwt import token_claims
+from ._retry import TokenError, UnreachableError, root_cause
+from ._schema import AUDIT_TABLE
+from ._settings import ForwarderSettings
+
+#: Exit status per failure class (0: every step passed). 1 is left for an unexpected error.
+EXIT_CODES: Mapping[str, int] = MappingProxyType(
+    {
+        "configuration": 2,  # a setting is missing or malformed
+        "endpoint": 3,  # not an ingestion endpoint, or of another cloud than configured
+        "dns": 4,  # the host name does not resolve
+        "tcp": 5,  # no connection: refused, or no answer
+        "tls": 6,  # TLS handshake or certificate
+        "token": 7,  # no access token
+        "unauthorized": 8,  # the token is refused (401), or its audience or expiry is wrong
+        "forbidden": 9,  # 403: the identity lacks the role on the DCR
+        "not_found": 10,  # 404: no such DCR or stream
+        "service": 11,  # any other answer, or none
+    }
+)
+#: The ``DetectorId`` of the probe row (``--probe-row``): find it with ``where DetectorId == ...``.
+PROBE_DETECTOR = "sentinel-forwarder-check"
+#: The role that allows ingestion, and its definition id.
+_ROLE = "Monitoring Metrics Publisher"
+_ROLE_ID = "3913510d-42f4-4e42-8a64-420c390055eb"
+
+#: Host name suffix of the Logs Ingestion endpoints, per cloud.
+_INGEST_SUFFIXES: Mapping[str, str] = {
+    ".ingest.monitor.azure.com": "public",
+    ".ingest.monitor.azure.us": "usgov",
+    ".ingest.monitor.azure.cn": "china",
+}
+#: Hosts people give by mistake, and what they are.
+_WRONG_HOSTS: Sequence[tuple[str, str]] = (
+    (".ods.opinsights.azure.com", "the retired HTTP Data Collector API (see docs/migration.md)"),
+    ("management.azure.com", "Azure Resource Manager"),
+    ("api.loganalytics.io", "the Logs Query API (for reading, not ingesting)"),
+    (".portal.azure.com", "the Azure portal"),
+)
+_FIND_ENDPOINT = (
+    "az monitor data-collection endpoint show --name <dce> --resource-group <group> "
+    "--query logsIngestion.endpoint (a Direct DCR: az monitor data-collection rule show --name <dcr> "
+    "--resource-group <group> --query endpoints.logsIngestion)"
+)
+
+
+@dataclass(frozen=True)
+class CheckStep:
+    """One step of a check and what it found."""
+
+    #: ``endpoint``, ``dns``, ``tcp``, ``tls``, ``token``, ``probe`` or ``probe_row``.
+    name: str
+    ok: bool
+    #: What was found, one line (a failure: what went wrong).
+    detail: str
+    #: What to do (failures, and warnings on a passed step).
+    hint: str | None = None
+    #: The failure class (a key of :data:`EXIT_CODES`), for a failed step.
+    failure: str | None = None
+    #: Facts for ``--json``: addresses, TLS version, token claims (never the token), status codes.
+    data: Mapping[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "ok": self.ok,
+            "detail": self.detail,
+            "hint": self.hint,
+            "failure": self.failure,
+            "data": dict(self.data),
+        }
+
+
+@dataclass(frozen=True)
+class CheckReport:
+    """The steps taken, in order; the last one failed unless :attr:`ok`."""
+
+    steps: tuple[CheckStep, ...]
+
+    @property
+    def ok(self) -> bool:
+        return all(step.ok for step in self.steps)
+
+    @property
+    def failure(self) -> str | None:
+        """The failure class of the step that failed, or ``None``."""
+        return next((s.failure for s in self.steps if not s.ok), None)
+
+    @property
+    def exit_code(self) -> int:
+        failure = self.failure
+        return 0 if failure is None else EXIT_CODES[failure]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "failure": self.failure,
+            "exit_code": self.exit_code,
+            "steps": [s.as_dict() for s in self.steps],
+        }
+
+
+class _Stop(Exception):
+    """A step failed: the check ends with it."""
+
+    def __init__(self, step: CheckStep) -> None:
+        super().__init__(step.detail)
+        self.step = step
+
+
+def _fail(name: str, failure: str, detail: str, hint: str | None = None, **data: Any) -> _Stop:
+    return _Stop(CheckStep(name, False, detail, hint, failure, data))
+
+
+def run_check(
+    settings: ForwarderSettings,
+    *,
+    credential: TokenCredential | None = None,
+    environ: Mapping[str, str] | None = None,
+    probe_row: bool = False,
+    timeout: float = 10.0,
+    on_start: Callable[[str], None] | None = None,
+    on_step: Callable[[CheckStep], None] | None = None,
+) -> CheckReport:
+    """Check *settings* step by step; stop at the first failure.
+
+    :param settings: resolved settings with ``endpoint`` and ``rule_id``.
+    :param credential: the credential to check; ``None``: the one ``settings.credential`` names (for
+        ``default``, a ``DefaultAzureCredential`` made and closed here).
+    :param environ: where ``AZURE_*`` variables are read for the credential (``os.environ`` by default).
+    :param probe_row: after the empty probe, send one marked row (``DetectorId`` :data:`PROBE_DETECTOR`).
+    :param timeout: seconds for each network step (connect, handshake, token, probe).
+    :param on_start: called with a step's name as it begins (a progress display).
+    :param on_step: called with each step as it ends.
+    """
+    assert settings.endpoint is not None and settings.rule_id is not None
+    steps: list[CheckStep] = []
+
+    def record(step: CheckStep) -> None:
+        steps.append(step)
+        if on_step is not None:
+            on_step(step)
+
+    def begin(name: str) -> None:
+        if on_start is not None:
+            on_start(name)
+
+    env = os.environ if environ is None else environ
+    made: Any = None
+    try:
+        begin("endpoint")
+        record(_endpoint_step(settings))
+        _network_steps(settings, timeout, begin, record)
+        begin("token")
+        if credential is None:
+            credential = made = _credential_for(settings, env)
+        token_step, claims = _token_step(credential, settings.cloud, timeout)
+        record(token_step)
+        begin("probe")
+        record(_probe_step(settings, credential, claims, timeout, entries=()))
+        if probe_row:
+            begin("probe_row")
+            record(_probe_row_step(settings, credential, claims, timeout))
+    except _Stop as stop:
+        record(stop.step)
+    finally:
+        if made is not None:
+            close = getattr(made, "close", None)
+            if callable(close):
+                with contextlib.suppress(Exception):
+                    close()
+    return CheckReport(tuple(steps))
+
+
+# -- endpoint ----------------------------------------------------------------------------------------------
+
+
+def _endpoint_step(settings: ForwarderSettings) -> CheckStep:
+    assert settings.endpoint is not None
+    endpoint = parse_endpoint(settings.endpoint)
+    host = endpoint.host
+    data: dict[str, Any] = {"endpoint": endpoint.url, "host": host, "cloud": settings.cloud}
+    if endpoint.is_loopback:
+        data["kind"] = "loopback"
+        return CheckStep("endpoint", True, f"{endpoint.url}: a loopback host (a local emulator)", data=data)
+    for suffix, what in _WRONG_HOSTS:
+        if host.endswith(suffix) or host == suffix.lstrip("."):
+            raise _fail(
+                "endpoint",
+                "endpoint",
+                f"{host} is {what}, not a Logs Ingestion endpoint",
+                f"use the data collection endpoint's logs ingestion URL: {_FIND_ENDPOINT}",
+                **data,
+            )
+    cloud = next((c for suffix, c in _INGEST_SUFFIXES.items() if host.endswith(suffix)), None)
+    if cloud is None:
+        data["kind"] = "unknown"
+        return CheckStep(
+            "endpoint",
+            True,
+            f"{endpoint.url}: not an Azure Monitor ingestion host name (*.ingest.monitor.azure.com); "
+            "going on",
+            f"if this is not a proxy or gateway of yours, use {_FIND_ENDPOINT}",
+            data=data,
+        )
+    # A Direct DCR's endpoint is <dcr>-<4>-<region>.logs.z1.ingest.monitor.azure.com; a DCE's
+    # <name>-<4>.<region>-1.ingest.monitor.azure.com.
+    kind = "Direct DCR" if ".logs.z" in host else "data collection endpoint"
+    data.update(kind=kind, endpoint_cloud=cloud)
+    if cloud != settings.cloud:
+        raise _fail(
+            "endpoint",
+            "endpoint",
+            f"{host} is in the {cloud} cloud, but the cloud setting is {settings.cloud}: tokens would be "
+            f"for {CLOUD_AUDIENCES[settings.cloud].removesuffix('/.default')} and refused",
+            f"set SENTINEL_FORWARDER_CLOUD={cloud} (or cloud={cloud!r})",
+            **data,
+        )
+    return CheckStep("endpoint", True, f"{endpoint.url}: a {kind}, {cloud} cloud", data=data)
+
+
+# -- DNS, TCP, TLS -----------------------------------------------------------------------------------------
+
+
+def _network_steps(
+    settings: ForwarderSettings,
+    timeout: float,
+    begin: Callable[[str], None],
+    record: Callable[[CheckStep], None],
+) -> None:
+    assert settings.endpoint is not None
+    endpoint = parse_endpoint(settings.endpoint)
+    host = endpoint.host.strip("[]")
+    port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
+    proxy = _proxy_for(endpoint.url)
+    if proxy is not None:
+        detail = f"through the proxy {proxy}: connections are checked by the probe"
+        for name in ("dns", "tcp", "tls"):
+            record(CheckStep(name, True, detail, data={"proxy": proxy}))
+        return
+    begin("dns")
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise _fail(
+            "dns",
+            "dns",
+            f"{host} does not resolve: {exc.strerror or exc}",
+            "check the host name against "
+            f"{_FIND_ENDPOINT}; behind a private endpoint, check the private DNS zone "
+            "privatelink.monitor.azure.com is linked to this network",
+            host=host,
+        ) from None
+    addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
+    record(CheckStep("dns", True, f"{host} is {', '.join(addresses[:4])}", data={"addresses": addresses}))
+
+    begin("tcp")
+    try:
+        sock = socket.create_connection((host, port), timeout=timeout)
+    except OSError as exc:
+        cause = root_cause(exc, endpoint.url).text
+        raise _fail(
+            "tcp",
+            "tcp",
+            cause,
+            "is the port open from here? check firewalls, network security groups and proxies "
+            "(HTTPS_PROXY) between this host and the endpoint",
+            host=host,
+            port=port,
+        ) from None
+    with sock:
+        peer = sock.getpeername()[0]
+        record(
+            CheckStep("tcp", True, f"connected to {peer} port {port}", data={"address": peer, "port": port})
+        )
+        if endpoint.scheme != "https":
+            record(CheckStep("tls", True, "http:// to a loopback host: no TLS", data={}))
+            return
+        begin("tls")
+        record(_tls_step(sock, host, settings.connection_verify, timeout))
+
+
+def _proxy_for(url: str) -> str | None:
+    """The proxy requests would use for *url* (``HTTPS_PROXY`` and ``NO_PROXY``), or ``None``."""
+    from requests.utils import get_environ_proxies
+
+    proxies = get_environ_proxies(url)
+    scheme = url.partition(":")[0]
+    proxy = proxies.get(scheme) or proxies.get("all")
+    return None if proxy is None else _without_userinfo(proxy)
+
+
+def _without_userinfo(url: str) -> str:
+    """*url* without any user info (a proxy URL may carry a password)."""
+    scheme, sep, rest = url.partition("://")
+    return f"{scheme}{sep}{rest.rpartition('@')[2]}" if sep else url.rpartition("@")[2]
+
+
+def _ca_file(verify: bool | str) -> str | None:
+    """The CA bundle requests would verify with: the given file, else ``REQUESTS_CA_BUNDLE``, certifi."""
+    if isinstance(verify, str):
+        return verify
+    env = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+    if env:
+        return env
+    try:
+        import certifi
+
+        return str(certifi.where())
+    except ImportError:  # requests needs certifi; without it, the system's CAs
+        return None
+
+
+def _tls_step(sock: socket.socket, host: str, verify: bool | str, timeout: float) -> CheckStep:
+    if verify is False:
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    else:
+        context = ssl.create_default_context(cafile=_ca_file(verify))
+    sock.settimeout(timeout)
+    try:
+        with context.wrap_socket(sock, server_hostname=host) as tls:
+            version = tls.version()
+            cert = tls.getpeercert() or {}
+    except ssl.SSLCertVerificationError as exc:
+        raise _fail(
+            "tls",
+            "tls",
+            f"certificate verify failed for {host}: {exc.verify_message or exc.reason}",
+            "a TLS-inspecting proxy or a private CA? give its CA bundle: "
+            "SENTINEL_FORWARDER_CONNECTION_VERIFY=/path/to/ca.pem (for the local emulator: the ca.pem of "
+            "'sentinel-forwarder emulator --tls')",
+            host=host,
+        ) from None
+    except (ssl.SSLError, OSError) as exc:
+        reason = getattr(exc, "reason", None) or exc
+        hint = "does the endpoint speak HTTPS on this port?"
+        raise _fail("tls", "tls", f"TLS handshake with {host} failed: {reason}", hint, host=host) from None
+    subject = _name(cert.get("subject", ()))
+    issuer = _name(cert.get("issuer", ()))
+    expires = cert.get("notAfter")
+    data = {"version": version, "subject": subject, "issuer": issuer, "expires": expires}
+    if verify is False:
+        return CheckStep(
+            "tls",
+            True,
+            f"{version}, certificate NOT verified (connection_verify is false)",
+            "anyone on the path can read the token and the rows: give a CA file instead",
+            data=data,
+        )
+    what = f"{version}, certificate for {subject or host} issued by {issuer or '?'}"
+    return CheckStep("tls", True, f"{what}, valid until {expires}" if expires else what, data=data)
+
+
+def _name(rdns: Any) -> str:
+    """``CN`` (else the first attribute) of a certificate name from ``getpeercert()``."""
+    pairs = [pair for rdn in rdns for pair in rdn]
+    for key, value in pairs:
+        if key == "commonName":
+            return str(value)
+    return str(pairs[0][1]) if pairs else ""
+
+
+# -- token -------------------------------------------------------------------------------------------------
+
+
+def _credential_for(settings: ForwarderSettings, environ: Mapping[str, str]) -> TokenCredential:
+    from ._credentials import make_credential
+
+    credential = make_credential(settings.credential, cloud=settings.cloud, environ=environ)
+    if credential is None:  # "default": the sink would make this one
+        from azure.identity import DefaultAzureCredential
+
+        credential = DefaultAzureCredential(authority=_AUTHORITIES[settings.cloud])
+    return credential
+
+
+def _token_step(
+    credential: TokenCredential, cloud: str, timeout: float
+) -> tuple[CheckStep, Mapping[str, Any]]:
+    scope = CLOUD_AUDIENCES[cloud]
+    name = type(credential).__name__
+    try:
+        token = credential.get_token(scope)
+    except Exception as exc:
+        text = str(getattr(exc, "message", None) or exc).strip() or type(exc).__name__
+        raise _fail(
+            "token",
+            "token",
+            f"{name} got no token for {scope}: {text}",
+            "see docs/configuration.md#credentials: SENTINEL_FORWARDER_CREDENTIAL names the credential "
+            "(managed-identity, workload-identity, environment, azure-cli, ...)",
+            credential=name,
+        ) from None
+    answered = getattr(credential, "_successful_credential", None)  # a chain: the one that answered
+    if answered is not None:
+        name = f"{name} ({type(answered).__name__})"
+    claims = token_claims(token.token) or {}
+    data: dict[str, Any] = {"credential": name, "scope": scope}
+    if not claims:
+        data["jwt"] = False
+        step = CheckStep(
+            "token", True, f"{name} gave an opaque token (not a JWT: no claims to show)", data=data
+        )
+        return step, {}
+    shown: dict[str, Any] = {
+        k: claims[k] for k in ("aud", "tid", "oid", "appid", "azp", "idtyp", "upn", "exp") if k in claims
+    }
+    data.update(jwt=True, claims=shown)
+    expected = scope.removesuffix("/.default")
+    audiences = claims.get("aud")
+    values = audiences if isinstance(audiences, list) else [audiences]
+    if not any(isinstance(v, str) and v.rstrip("/") == expected for v in values):
+        raise _fail(
+            "token",
+            "unauthorized",
+            f"{name}'s token is for audience {audiences!r}, not {expected}: the service would answer "
+            "401 InvalidAudience",
+            f"request tokens for the scope {scope} (the cloud setting decides it)",
+            **data,
+        )
+    exp = claims.get("exp")
+    if isinstance(exp, (int, float)) and exp < time.time():
+        raise _fail(
+            "token", "unauthorized", f"{name}'s token expired at {_utc(exp)}", "check the clock", **data
+        )
+    who = f"object id {claims.get('oid', '?')}, tenant {claims.get('tid', '?')}"
+    detail = f"{name}: audience {expected}, {who}"
+    if isinstance(exp, (int, float)):
+        detail += f", expires {_utc(exp)}"
+    return CheckStep("token", True, detail, data=data), shown
+
+
+def _utc(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+# -- the probe ---------------------------------------------------------------------------------------------
+
+
+def _sink(settings: ForwarderSettings, credential: TokenCredential, timeout: float) -> AzureSentinelForwarder:
+    assert settings.endpoint is not None and settings.rule_id is not None
+    return AzureSentinelForwarder(
+        settings.endpoint,
+        credential,
+        rule_id=settings.rule_id,
+        stream_name=settings.stream_name,
+        cloud=settings.cloud,  # type: ignore[arg-type]
+        retry_timeout=timeout,
+        max_retries=0,
+        max_concurrent_uploads=1,
+        connection_timeout=timeout,
+        read_timeout=timeout,
+        connection_verify=settings.connection_verify,
+    )
+
+
+def _post(
+    settings: ForwarderSettings, credential: TokenCredential, timeout: float, entries: Sequence[AuditEntry]
+) -> BaseException | None:
+    """Post *entries* once; the SDK's error, or ``None`` for a 2xx."""
+    sink = _sink(settings, credential, timeout)
+    sink.open()
+    try:
+        sink.probe(entries)
+    except AzureError as exc:
+        return exc
+    finally:
+        sink.close()
+    return None
+
+
+def probe_failure(
+    exc: BaseException, settings: ForwarderSettings, claims: Mapping[str, Any], name: str = "probe"
+) -> CheckStep:
+    """The failed step for the SDK error *exc* of a probe: its class, what the service said, what to do."""
+    rule_id, stream = settings.rule_id, settings.stream_name
+    if isinstance(exc, HttpResponseError) and exc.status_code is not None:
+        status = exc.status_code
+        said = f"HTTP {status} {_message(exc)}"
+        data: dict[str, Any] = {"status": status, "code": getattr(exc.error, "code", None)}
+        if status == 401:
+            return CheckStep(
+                name,
+                False,
+                f"the service refused the token: {said}",
+                "the token's audience must be the ingestion audience of the endpoint's cloud "
+                "(SENTINEL_FORWARDER_CLOUD), from the tenant of the DCR",
+                "unauthorized",
+                data,
+            )
+        if status == 403:
+            command = role_assignment_command(claims.get("oid"), rule_id or "", claims.get("idtyp"))
+            data["command"] = command
+            return CheckStep(
+                name,
+                False,
+                f"the identity may not ingest into {rule_id}: {said}",
+                f"give it the {_ROLE} role on the DCR (a new assignment can take up to 30 minutes to "
+                f"apply):\n  {command}",
+                "forbidden",
+                data,
+            )
+        if status == 404:
+            return CheckStep(
+                name,
+                False,
+                f"no DCR {rule_id} with stream {stream} at {settings.endpoint}: {said}",
+                "check the DCR immutable id (az monitor data-collection rule show --name <dcr> "
+                "--resource-group <group> --query immutableId), that the stream is declared in it, and "
+                "that the endpoint is the one the DCR is associated with",
+                "not_found",
+                data,
+            )
+        return CheckStep(name, False, f"the service answered {said}", None, "service", data)
+    text = exc.message if isinstance(exc, (UnreachableError, TokenError)) else _message(exc)  # type: ignore[arg-type]
+    return CheckStep(name, False, f"no answer: {text}", None, "service", {})
+
+
+def role_assignment_command(object_id: Any, rule_id: str, identity_type: Any = None) -> str:
+    """The ``az role assignment create`` command that gives *object_id* the ingestion role on the DCR."""
+    principal = "User" if identity_type == "user" else "ServicePrincipal"
+    who = object_id if isinstance(object_id, str) and object_id else "<object id>"
+    scope = f"$(az monitor data-collection rule list --query \"[?immutableId=='{rule_id}'].id\" -o tsv)"
+    return (
+        f"az role assignment create --assignee-object-id {who} --assignee-principal-type {principal} "
+        f'--role "{_ROLE}" --scope "{scope}"'
+    )
+
+
+def _probe_step(
+    settings: ForwarderSettings,
+    credential: TokenCredential,
+    claims: Mapping[str, Any],
+    timeout: float,
+    *,
+    entries: Sequence[AuditEntry],
+) -> CheckStep:
+    error = _post(settings, credential, timeout, entries)
+    if error is not None:
+        raise _Stop(probe_failure(error, settings, claims))
+    return CheckStep(
+        "probe",
+        True,
+        f"{settings.rule_id} accepts {settings.stream_name}: an empty request was answered 2xx "
+        "(nothing was written)",
+    )
+
+
+def _probe_row_step(
+    settings: ForwarderSettings, credential: TokenCredential, claims: Mapping[str, Any], timeout: float
+) -> CheckStep:
+    row = AuditEntry(
+        "sentinel-forwarder check: probe row",
+        severity=Severity.NONE,
+        detector_id=PROBE_DETECTOR,
+        session_id=f"{PROBE_DETECTOR}-{uuid.uuid4().hex[:12]}",
+    )
+    error = _post(settings, credential, timeout, [row])
+    if error is not None:
+        raise _Stop(probe_failure(error, settings, claims, "probe_row"))
+    query = f'{AUDIT_TABLE.name} | where DetectorId == "{PROBE_DETECTOR}" and Id == "{row.id}"'
+    return CheckStep(
+        "probe_row",
+        True,
+        f"one probe row sent, Id {row.id}",
+        f"it is queryable after the ingestion latency (typically 20 s to 3 min): {query}",
+        data={"id": row.id, "time": row.timestamp.isoformat(), "query": query},
+    )
