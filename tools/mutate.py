@@ -469,6 +469,31 @@ MUTANTS = [
         "if len(types) != 1 or not _is_json_media_type(types[0]):",
         "if False:",
     ),
+    # -- sentinel-forwarder check ----------------------------------------------------------------------
+    Mutant(
+        "check: a 403 is told apart (role assignment command)",
+        f"{PKG}/_check.py",
+        "        if status == 403:",
+        "        if status == 4030:",
+    ),
+    Mutant(
+        "check: the cloud is read from the endpoint's host",
+        f"{PKG}/_check.py",
+        "    if cloud != settings.cloud:",
+        "    if False:",
+    ),
+    Mutant(
+        "check: the token's audience is checked",
+        f"{PKG}/_check.py",
+        'if not any(isinstance(v, str) and v.rstrip("/") == expected for v in values):',
+        "if False:",
+    ),
+    Mutant(
+        "check: the TLS step verifies the certificate",
+        f"{PKG}/_check.py",
+        "    if verify is False:\n        context = ssl.create_default_context()",
+        "    if True:\n        context = ssl.create_default_context()",
+    ),
 ]
 
 
