@@ -12,6 +12,7 @@ from ._buffering import (
 )
 from ._chain import ChainBreak, HashChain, record_hash, verify_chain
 from ._entry import AuditEntry, Severity
+from ._health import ForwarderHealth
 from ._protocol import DROP_REASONS, AuditForwarder, AuditSink, DropReason, SendResult
 from ._schema import AUDIT_TABLE, Column, TableSchema
 from ._settings import ConfigurationError, ForwarderSettings
@@ -35,6 +36,7 @@ __all__ = [
     "Column",
     "ConfigurationError",
     "DropReason",
+    "ForwarderHealth",
     "ForwarderSettings",
     "ForwarderStatistics",
     "HashChain",

@@ -21,11 +21,13 @@ __all__ = [
     "PROBE_DETECTOR",
     "CheckReport",
     "CheckStep",
+    "check_on_start",
     "probe_failure",
     "run_check",
 ]
 
 import contextlib
+import logging
 import os
 import socket
 import ssl
@@ -46,7 +48,9 @@ from ._entry import AuditEntry, Severity
 from ._jwt import token_claims
 from ._retry import TokenError, UnreachableError, root_cause
 from ._schema import AUDIT_TABLE
-from ._settings import ForwarderSettings
+from ._settings import ConfigurationError, ForwarderSettings
+
+logger = logging.getLogger("sentinel_forwarder.check")
 
 #: Exit status per failure class (0: every step passed). 1 is left for an unexpected error.
 EXIT_CODES: Mapping[str, int] = MappingProxyType(
@@ -63,6 +67,10 @@ EXIT_CODES: Mapping[str, int] = MappingProxyType(
         "service": 11,  # any other answer, or none
     }
 )
+#: Failure classes that do not heal by themselves: ``check_on_start="raise"`` raises for them. A 403 may
+#: (a new role assignment takes up to 30 minutes), and so may a refused connection, a failing token
+#: service or a busy one; those are logged at WARNING.
+PERMANENT_FAILURES = frozenset({"configuration", "endpoint", "dns", "tls", "unauthorized", "not_found"})
 #: The ``DetectorId`` of the probe row (``--probe-row``): find it with ``where DetectorId == ...``.
 PROBE_DETECTOR = "sentinel-forwarder-check"
 #: The role that allows ingestion, and its definition id.
@@ -287,6 +295,7 @@ def _network_steps(
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except socket.gaierror as exc:
+        temporary = exc.errno == socket.EAI_AGAIN  # a DNS server that did not answer, not "no such name"
         raise _fail(
             "dns",
             "dns",
@@ -295,6 +304,7 @@ def _network_steps(
             f"{_FIND_ENDPOINT}; behind a private endpoint, check the private DNS zone "
             "privatelink.monitor.azure.com is linked to this network",
             host=host,
+            temporary=temporary,
         ) from None
     addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
     record(CheckStep("dns", True, f"{host} is {', '.join(addresses[:4])}", data={"addresses": addresses}))
@@ -613,3 +623,43 @@ def _probe_row_step(
         f"it is queryable after the ingestion latency (typically 20 s to 3 min): {query}",
         data={"id": row.id, "time": row.timestamp.isoformat(), "query": query},
     )
+
+
+# -- check_on_start ----------------------------------------------------------------------------------------
+
+
+def check_on_start(
+    settings: ForwarderSettings,
+    credential: TokenCredential | None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    timeout: float = 10.0,
+) -> CheckReport | None:
+    """What ``check_on_start`` runs as the forwarder opens: every step of :func:`run_check` but the probe row.
+
+    A failure that will not heal by itself (:data:`PERMANENT_FAILURES`: a wrong endpoint or cloud, a name
+    that does not resolve, a certificate, a refused token, an unknown DCR or stream) raises with ``raise``
+    and is logged at ERROR with ``log``; any other failure (a 403 while a role propagates, a refused
+    connection, a busy service) is logged at WARNING, and the forwarder starts: its rows wait and retry.
+
+    :returns: the report, or ``None`` when ``settings.check_on_start`` is ``off`` or there is no endpoint.
+    :raises ConfigurationError: with ``raise``, for a failure that will not heal, naming the step and what
+        to do.
+    """
+    if settings.check_on_start == "off" or settings.endpoint is None or settings.rule_id is None:
+        return None
+    report = run_check(settings, credential=credential, environ=environ, timeout=timeout)
+    if report.ok:
+        logger.info(
+            "sentinel-forwarder check_on_start: %s accepts %s", settings.rule_id, settings.stream_name
+        )
+        return report
+    step = report.steps[-1]
+    permanent = report.failure in PERMANENT_FAILURES and not step.data.get("temporary")
+    message = f"sentinel-forwarder check_on_start: {step.name} failed ({report.failure}): {step.detail}"
+    if step.hint:
+        message += f"; {step.hint}"
+    if permanent and settings.check_on_start == "raise":
+        raise ConfigurationError(message)
+    logger.log(logging.ERROR if permanent else logging.WARNING, "%s", message)
+    return report

@@ -494,6 +494,30 @@ MUTANTS = [
         "    if verify is False:\n        context = ssl.create_default_context()",
         "    if True:\n        context = ssl.create_default_context()",
     ),
+    Mutant(
+        "check_on_start: raises for a failure that cannot heal",
+        f"{PKG}/_check.py",
+        '    if permanent and settings.check_on_start == "raise":',
+        "    if False:",
+    ),
+    Mutant(
+        "check_on_start: a 403 may heal, so it only warns",
+        f"{PKG}/_check.py",
+        'permanent = report.failure in PERMANENT_FAILURES and not step.data.get("temporary")',
+        "permanent = True",
+    ),
+    Mutant(
+        "health: the last success time",
+        f"{PKG}/_buffering.py",
+        "                self._last_success = time.time()",
+        "                pass",
+    ),
+    Mutant(
+        "health: a delivery that lands resets the failures",
+        f"{PKG}/_buffering.py",
+        "self._failures_in_a_row + 1 if dropped or result.unconfirmed else 0",
+        "self._failures_in_a_row + 1",
+    ),
 ]
 
 
