@@ -96,7 +96,7 @@ def test_check_on_start_fails_an_app_startup(emu: Emulator) -> None:
 
 def test_check_on_start_setting_is_validated() -> None:
     env = {"SENTINEL_FORWARDER_CHECK_ON_START": "yes"}
-    with pytest.raises(ConfigurationError, match="SENTINEL_FORWARDER_CHECK_ON_START.*off, log or raise"):
+    with pytest.raises(ConfigurationError, match=r"SENTINEL_FORWARDER_CHECK_ON_START.*off, log or raise"):
         ForwarderSettings.resolve(env, require_endpoint=False)
     assert ForwarderSettings.resolve({}, require_endpoint=False).check_on_start == "off"
 
