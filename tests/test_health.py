@@ -52,9 +52,7 @@ def test_check_on_start_raise_for_what_cannot_heal(emu: Emulator) -> None:
         start(emu, "raise", rule_id=MISSING_RULE)
 
 
-def test_check_on_start_log_logs_at_error_and_starts(
-    emu: Emulator, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_check_on_start_log_logs_at_error_and_starts(emu: Emulator, caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING, logger="sentinel_forwarder.check"):
         handle = start(emu, "log", rule_id=MISSING_RULE)
     handle.close()

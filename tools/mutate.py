@@ -518,6 +518,31 @@ MUTANTS = [
         "self._failures_in_a_row + 1 if dropped or result.unconfirmed else 0",
         "self._failures_in_a_row + 1",
     ),
+    # -- logging integrations --------------------------------------------------------------------------
+    Mutant(
+        "logs: records of the forwarder's own loggers are skipped",
+        f"{PKG}/_log_rows.py",
+        'return any(logger_name == p or logger_name.startswith(p + ".") for p in OWN_LOGGERS)',
+        "return False",
+    ),
+    Mutant(
+        "logs: the handler does not recurse into itself",
+        f"{PKG}/_log_handler.py",
+        'if is_own(record.name) or getattr(self._busy, "on", False):',
+        "if is_own(record.name):",
+    ),
+    Mutant(
+        "logs: stdlib levels become severities",
+        f"{PKG}/_log_rows.py",
+        "return Severity.LOW if level >= 20 else Severity.NONE",
+        "return Severity.NONE",
+    ),
+    Mutant(
+        "logs: OpenTelemetry severity numbers become severities",
+        f"{PKG}/_log_rows.py",
+        "return Severity.LOW if number >= 9 else Severity.NONE",
+        "return Severity.NONE",
+    ),
 ]
 
 
