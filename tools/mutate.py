@@ -543,6 +543,13 @@ MUTANTS = [
         "return Severity.LOW if number >= 9 else Severity.NONE",
         "return Severity.NONE",
     ),
+    # -- typed API -------------------------------------------------------------------------------------
+    Mutant(
+        "typing: AuditEntry(severity=) takes a label for type checkers",
+        f"{PKG}/_entry.py",
+        "            severity: Severity | str | int = Severity.NONE,",
+        "            severity: Severity = Severity.NONE,",
+    ),
 ]
 
 
