@@ -112,6 +112,8 @@ class CheckStep:
     failure: str | None = None
     #: Facts for ``--json``: addresses, TLS version, token claims (never the token), status codes.
     data: Mapping[str, Any] = field(default_factory=dict)
+    #: Passed, but with something to look at (an unknown host name, TLS verification off).
+    warning: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -121,6 +123,7 @@ class CheckStep:
             "hint": self.hint,
             "failure": self.failure,
             "data": dict(self.data),
+            "warning": self.warning,
         }
 
 
@@ -255,6 +258,7 @@ def _endpoint_step(settings: ForwarderSettings) -> CheckStep:
             "going on",
             f"if this is not a proxy or gateway of yours, use {_FIND_ENDPOINT}",
             data=data,
+            warning=True,
         )
     # A Direct DCR's endpoint is <dcr>-<4>-<region>.logs.z1.ingest.monitor.azure.com; a DCE's
     # <name>-<4>.<region>-1.ingest.monitor.azure.com.
@@ -403,6 +407,7 @@ def _tls_step(sock: socket.socket, host: str, verify: bool | str, timeout: float
             f"{version}, certificate NOT verified (connection_verify is false)",
             "anyone on the path can read the token and the rows: give a CA file instead",
             data=data,
+            warning=True,
         )
     what = f"{version}, certificate for {subject or host} issued by {issuer or '?'}"
     return CheckStep("tls", True, f"{what}, valid until {expires}" if expires else what, data=data)

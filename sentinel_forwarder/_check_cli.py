@@ -34,7 +34,7 @@ _INDENT = " " * 15
 def _line(step: CheckStep) -> str:
     """A step as text wrapped to the terminal; a hint's indented lines (commands) are left whole."""
     width = max(shutil.get_terminal_size().columns, 40)
-    mark = "ok  " if step.ok and not step.hint else "warn" if step.ok else "FAIL"
+    mark = "FAIL" if not step.ok else "warn" if step.warning else "ok  "
     head = f"{mark} {_LABELS.get(step.name, step.name):<9} "
     lines = textwrap.wrap(
         step.detail, width, initial_indent=head, subsequent_indent=_INDENT, break_on_hyphens=False
