@@ -550,6 +550,37 @@ MUTANTS = [
         "            severity: Severity | str | int = Severity.NONE,",
         "            severity: Severity = Severity.NONE,",
     ),
+    # -- the emulator's Logs Query API (issue 11) --------------------------------------------------------
+    Mutant(
+        "query: timespan honoured",
+        f"{PKG}/emulator/_query.py",
+        '    if span is not None:\n        sql += " WHERE TimeGenerated',
+        '    if False:\n        sql += " WHERE TimeGenerated',
+    ),
+    Mutant(
+        "query: the query audience is checked",
+        f"{PKG}/emulator/_query_api.py",
+        "self._audience = QUERY_AUDIENCES[cloud]",
+        'self._audience = "https://monitor.azure.com"',
+    ),
+    Mutant(
+        "query: unsupported KQL names the construct",
+        f"{PKG}/emulator/_query.py",
+        'detail={"code": exc.construct, **_where(exc.span)},',
+        "detail={},",
+    ),
+    Mutant(
+        "query: dynamic values as JSON text on the wire",
+        f"{PKG}/emulator/_query.py",
+        '    if column_type == "dynamic":\n        return json.dumps(',
+        '    if column_type == "-":\n        return json.dumps(',
+    ),
+    Mutant(
+        "query: TenantId is the workspace id",
+        f"{PKG}/emulator/_query.py",
+        'f"CAST({_literal(workspace_id)} AS VARCHAR) AS TenantId"',
+        "\"CAST('' AS VARCHAR) AS TenantId\"",
+    ),
 ]
 
 
