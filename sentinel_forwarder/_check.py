@@ -21,6 +21,7 @@ __all__ = [
     "PROBE_DETECTOR",
     "CheckReport",
     "CheckStep",
+    "Stop",
     "check_on_start",
     "probe_failure",
     "run_check",
@@ -65,6 +66,7 @@ EXIT_CODES: Mapping[str, int] = MappingProxyType(
         "forbidden": 9,  # 403: the identity lacks the role on the DCR
         "not_found": 10,  # 404: no such DCR or stream
         "service": 11,  # any other answer, or none
+        "query": 12,  # --workspace-id: the probe row was not queryable in time, or the query was refused
     }
 )
 #: Failure classes that do not heal by themselves: ``check_on_start="raise"`` raises for them. A 403 may
@@ -101,7 +103,7 @@ _FIND_ENDPOINT = (
 class CheckStep:
     """One step of a check and what it found."""
 
-    #: ``endpoint``, ``dns``, ``tcp``, ``tls``, ``token``, ``probe`` or ``probe_row``.
+    #: ``endpoint``, ``dns``, ``tcp``, ``tls``, ``token``, ``probe``, ``probe_row`` or ``query``.
     name: str
     ok: bool
     #: What was found, one line (a failure: what went wrong).
@@ -156,16 +158,16 @@ class CheckReport:
         }
 
 
-class _Stop(Exception):
-    """A step failed: the check ends with it."""
+class Stop(Exception):
+    """A step failed: the check ends with it (raised by the steps, caught by :func:`run_check`)."""
 
     def __init__(self, step: CheckStep) -> None:
         super().__init__(step.detail)
         self.step = step
 
 
-def _fail(name: str, failure: str, detail: str, hint: str | None = None, **data: Any) -> _Stop:
-    return _Stop(CheckStep(name, False, detail, hint, failure, data))
+def _fail(name: str, failure: str, detail: str, hint: str | None = None, **data: Any) -> Stop:
+    return Stop(CheckStep(name, False, detail, hint, failure, data))
 
 
 def run_check(
@@ -174,6 +176,9 @@ def run_check(
     credential: TokenCredential | None = None,
     environ: Mapping[str, str] | None = None,
     probe_row: bool = False,
+    workspace_id: str | None = None,
+    query_endpoint: str | None = None,
+    wait: float = 600.0,
     timeout: float = 10.0,
     on_start: Callable[[str], None] | None = None,
     on_step: Callable[[CheckStep], None] | None = None,
@@ -185,6 +190,10 @@ def run_check(
         ``default``, a ``DefaultAzureCredential`` made and closed here).
     :param environ: where ``AZURE_*`` variables are read for the credential (``os.environ`` by default).
     :param probe_row: after the empty probe, send one marked row (``DetectorId`` :data:`PROBE_DETECTOR`).
+    :param workspace_id: with it, send the probe row and poll the Logs Query API (``azure-monitor-query``)
+        until it is queryable, at most *wait* seconds; the step reports the ingestion latency.
+    :param query_endpoint: the Logs Query API (default: the cloud's; the emulator's own for a loopback
+        ingestion endpoint).
     :param timeout: seconds for each network step (connect, handshake, token, probe).
     :param on_start: called with a step's name as it begins (a progress display).
     :param on_step: called with each step as it ends.
@@ -214,10 +223,28 @@ def run_check(
         record(token_step)
         begin("probe")
         record(_probe_step(settings, credential, claims, timeout, entries=()))
-        if probe_row:
+        if probe_row or workspace_id:
             begin("probe_row")
-            record(_probe_row_step(settings, credential, claims, timeout))
-    except _Stop as stop:
+            row_step = _probe_row_step(settings, credential, claims, timeout)
+            sent_at = time.monotonic()
+            record(row_step)
+            if workspace_id:
+                from ._check_query import query_step
+
+                begin("query")
+                step = query_step(
+                    settings,
+                    credential,
+                    row_step.data["id"],
+                    sent_at,
+                    workspace_id=workspace_id,
+                    query_endpoint=query_endpoint,
+                    wait=wait,
+                    timeout=timeout,
+                    on_start=begin,
+                )
+                record(step)
+    except Stop as stop:
         record(stop.step)
     finally:
         if made is not None:
@@ -599,7 +626,7 @@ def _probe_step(
 ) -> CheckStep:
     error = _post(settings, credential, timeout, entries)
     if error is not None:
-        raise _Stop(probe_failure(error, settings, claims))
+        raise Stop(probe_failure(error, settings, claims))
     return CheckStep(
         "probe",
         True,
@@ -619,7 +646,7 @@ def _probe_row_step(
     )
     error = _post(settings, credential, timeout, [row])
     if error is not None:
-        raise _Stop(probe_failure(error, settings, claims, "probe_row"))
+        raise Stop(probe_failure(error, settings, claims, "probe_row"))
     query = f'{AUDIT_TABLE.name} | where DetectorId == "{PROBE_DETECTOR}" and Id == "{row.id}"'
     return CheckStep(
         "probe_row",

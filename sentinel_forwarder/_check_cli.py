@@ -25,6 +25,7 @@ _LABELS = {
     "token": "token",
     "probe": "ingestion",
     "probe_row": "probe row",
+    "query": "query",
 }
 
 
@@ -61,6 +62,23 @@ def _exit_codes() -> str:
     "--probe-row", is_flag=True, help="Also send one marked probe row (DetectorId sentinel-forwarder-check)."
 )
 @click.option(
+    "--workspace-id",
+    default=None,
+    help="With it, send the probe row and poll the Logs Query API until it is queryable (the query extra).",
+)
+@click.option(
+    "--query-endpoint",
+    default=None,
+    help="The Logs Query API [default: the cloud's; for a loopback endpoint, the emulator's].",
+)
+@click.option(
+    "--wait",
+    type=click.FloatRange(min=0),
+    default=600.0,
+    show_default=True,
+    help="With --workspace-id: seconds to wait for the probe row.",
+)
+@click.option(
     "--timeout",
     type=click.FloatRange(min=0, min_open=True),
     default=10.0,
@@ -81,6 +99,9 @@ def check(
     connection_verify: str | None,
     cloud: str | None,
     probe_row: bool,
+    workspace_id: str | None,
+    query_endpoint: str | None,
+    wait: float,
     timeout: float,
     progress: bool | None,
     as_json: bool,
@@ -89,7 +110,8 @@ def check(
 
     Settings come from the options, else the SENTINEL_FORWARDER_* variables the application uses. Stops at
     the first failure and says what to do. The ingestion probe posts an empty array, which the service
-    accepts without storing anything; --probe-row sends one marked row too.
+    accepts without storing anything; --probe-row sends one marked row too, and --workspace-id waits until
+    that row is queryable and reports the ingestion latency.
     """
     try:
         settings = ForwarderSettings.resolve(
@@ -125,7 +147,16 @@ def check(
     if status is not None:
         status.start()
     try:
-        report = run_check(settings, probe_row=probe_row, timeout=timeout, on_start=on_start, on_step=on_step)
+        report = run_check(
+            settings,
+            probe_row=probe_row,
+            workspace_id=workspace_id,
+            query_endpoint=query_endpoint,
+            wait=wait,
+            timeout=timeout,
+            on_start=on_start,
+            on_step=on_step,
+        )
     except ConfigurationError as exc:  # the credential's own settings (workload identity variables, ...)
         if status is not None:
             status.stop()

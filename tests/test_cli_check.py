@@ -199,3 +199,48 @@ def test_from_python_with_a_credential_object(emu: Emulator) -> None:
 def test_exit_codes_are_distinct() -> None:
     assert len(set(EXIT_CODES.values())) == len(EXIT_CODES)
     assert 0 not in EXIT_CODES.values() and 1 not in EXIT_CODES.values()
+
+
+# -- --workspace-id: the Logs Query API ---------------------------------------------------------------------
+
+
+def test_workspace_id_waits_until_the_probe_row_is_queryable(emu: Emulator) -> None:
+    code, report = check_json("--workspace-id", emu.workspace_id, env=env_for(emu))
+    assert code == 0, report
+    row, query = report["steps"][-2:]
+    assert (row["name"], query["name"]) == ("probe_row", "query")
+    assert query["data"]["latency"] >= 0 and query["data"]["polls"] == 1
+    assert row["data"]["id"] in query["data"]["query"]
+
+
+def test_workspace_not_found(emu: Emulator) -> None:
+    code, report = check_json("--workspace-id", "11111111-1111-1111-1111-111111111111", env=env_for(emu))
+    assert code == EXIT_CODES["query"] == 12
+    step = failed_step(report)
+    assert step["data"]["status"] == 404 and "customerId" in step["hint"]
+
+
+def test_probe_row_not_queryable_in_time(emu: Emulator) -> None:
+    """Through the real LogsQueryClient: a row that never lands is reported after the wait, polled meanwhile."""
+    from sentinel_forwarder._check import Stop
+    from sentinel_forwarder._check_query import query_step
+
+    settings = ForwarderSettings.resolve(
+        {}, endpoint=emu.endpoint, rule_id=emu.rule_id, connection_verify=str(emu.ca_path)
+    )
+    now = [0.0]
+    slept: list[float] = []
+
+    def sleep(seconds: float) -> None:  # a fake clock: the test never waits
+        slept.append(seconds)
+        now[0] += seconds
+
+    with pytest.raises(Stop) as stopped:
+        query_step(
+            settings, EmulatorCredential(), "never-sent", 0.0, workspace_id=emu.workspace_id,
+            query_endpoint=None, wait=12.0, timeout=30.0, on_start=lambda _: None,
+            clock=lambda: now[0], sleep=sleep,
+        )  # fmt: skip
+    step = stopped.value.step
+    assert step.failure == "query" and "not queryable" in step.detail
+    assert slept == [1.0, 2.0, 3.0, 5.0, 1.0] and step.data["polls"] == 6

@@ -550,6 +550,12 @@ MUTANTS = [
         "            severity: Severity | str | int = Severity.NONE,",
         "            severity: Severity = Severity.NONE,",
     ),
+    Mutant(
+        "check --workspace-id: polls until the row is queryable",
+        f"{PKG}/_check_query.py",
+        "            left = sent_at + wait - clock()\n            if left <= 0:",
+        "            left = sent_at + wait - clock()\n            if True:",
+    ),
     # -- the emulator's Logs Query API (issue 11) --------------------------------------------------------
     Mutant(
         "query: timespan honoured",
