@@ -221,7 +221,7 @@ def test_workspace_not_found(emu: Emulator) -> None:
 
 
 def test_probe_row_not_queryable_in_time(emu: Emulator) -> None:
-    """Through the real LogsQueryClient: a row that never lands is reported after the wait, polled meanwhile."""
+    """Through the real LogsQueryClient: a row that never lands is reported after the wait."""
     from sentinel_forwarder._check import Stop
     from sentinel_forwarder._check_query import query_step
 
