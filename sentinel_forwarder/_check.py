@@ -30,144 +30,34 @@ __all__ = [
 import contextlib
 import logging
 import os
-import socket
-import ssl
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from types import MappingProxyType
 from typing import Any
 
 from azure.core.credentials import TokenCredential
 from azure.core.exceptions import AzureError, HttpResponseError
 
 from ._azure import _AUTHORITIES, CLOUD_AUDIENCES, AzureSentinelForwarder, _message
-from ._endpoint import parse_endpoint
+from ._check_network import endpoint_step, network_steps
+from ._check_report import EXIT_CODES, CheckReport, CheckStep, Stop, fail
 from ._entry import AuditEntry, Severity
 from ._jwt import token_claims
-from ._retry import TokenError, UnreachableError, root_cause
+from ._retry import TokenError, UnreachableError
 from ._schema import AUDIT_TABLE
 from ._settings import ConfigurationError, ForwarderSettings
 
 logger = logging.getLogger("sentinel_forwarder.check")
 
-#: Exit status per failure class (0: every step passed). 1 is left for an unexpected error.
-EXIT_CODES: Mapping[str, int] = MappingProxyType(
-    {
-        "configuration": 2,  # a setting is missing or malformed
-        "endpoint": 3,  # not an ingestion endpoint, or of another cloud than configured
-        "dns": 4,  # the host name does not resolve
-        "tcp": 5,  # no connection: refused, or no answer
-        "tls": 6,  # TLS handshake or certificate
-        "token": 7,  # no access token
-        "unauthorized": 8,  # the token is refused (401), or its audience or expiry is wrong
-        "forbidden": 9,  # 403: the identity lacks the role on the DCR
-        "not_found": 10,  # 404: no such DCR or stream
-        "service": 11,  # any other answer, or none
-        "query": 12,  # --workspace-id: the probe row was not queryable in time, or the query was refused
-    }
-)
 #: Failure classes that do not heal by themselves: ``check_on_start="raise"`` raises for them. A 403 may
 #: (a new role assignment takes up to 30 minutes), and so may a refused connection, a failing token
 #: service or a busy one; those are logged at WARNING.
 PERMANENT_FAILURES = frozenset({"configuration", "endpoint", "dns", "tls", "unauthorized", "not_found"})
 #: The ``DetectorId`` of the probe row (``--probe-row``): find it with ``where DetectorId == ...``.
 PROBE_DETECTOR = "sentinel-forwarder-check"
-#: The role that allows ingestion, and its definition id.
+#: The role that allows ingestion.
 _ROLE = "Monitoring Metrics Publisher"
-_ROLE_ID = "3913510d-42f4-4e42-8a64-420c390055eb"
-
-#: Host name suffix of the Logs Ingestion endpoints, per cloud.
-_INGEST_SUFFIXES: Mapping[str, str] = {
-    ".ingest.monitor.azure.com": "public",
-    ".ingest.monitor.azure.us": "usgov",
-    ".ingest.monitor.azure.cn": "china",
-}
-#: Hosts people give by mistake, and what they are.
-_WRONG_HOSTS: Sequence[tuple[str, str]] = (
-    (".ods.opinsights.azure.com", "the retired HTTP Data Collector API (see docs/migration.md)"),
-    ("management.azure.com", "Azure Resource Manager"),
-    ("api.loganalytics.io", "the Logs Query API (for reading, not ingesting)"),
-    (".portal.azure.com", "the Azure portal"),
-)
-_FIND_ENDPOINT = (
-    "az monitor data-collection endpoint show --name <dce> --resource-group <group> "
-    "--query logsIngestion.endpoint (a Direct DCR: az monitor data-collection rule show --name <dcr> "
-    "--resource-group <group> --query endpoints.logsIngestion)"
-)
-
-
-@dataclass(frozen=True)
-class CheckStep:
-    """One step of a check and what it found."""
-
-    #: ``endpoint``, ``dns``, ``tcp``, ``tls``, ``token``, ``probe``, ``probe_row`` or ``query``.
-    name: str
-    ok: bool
-    #: What was found, one line (a failure: what went wrong).
-    detail: str
-    #: What to do (failures, and warnings on a passed step).
-    hint: str | None = None
-    #: The failure class (a key of :data:`EXIT_CODES`), for a failed step.
-    failure: str | None = None
-    #: Facts for ``--json``: addresses, TLS version, token claims (never the token), status codes.
-    data: Mapping[str, Any] = field(default_factory=dict)
-    #: Passed, but with something to look at (an unknown host name, TLS verification off).
-    warning: bool = False
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "ok": self.ok,
-            "detail": self.detail,
-            "hint": self.hint,
-            "failure": self.failure,
-            "data": dict(self.data),
-            "warning": self.warning,
-        }
-
-
-@dataclass(frozen=True)
-class CheckReport:
-    """The steps taken, in order; the last one failed unless :attr:`ok`."""
-
-    steps: tuple[CheckStep, ...]
-
-    @property
-    def ok(self) -> bool:
-        return all(step.ok for step in self.steps)
-
-    @property
-    def failure(self) -> str | None:
-        """The failure class of the step that failed, or ``None``."""
-        return next((s.failure for s in self.steps if not s.ok), None)
-
-    @property
-    def exit_code(self) -> int:
-        failure = self.failure
-        return 0 if failure is None else EXIT_CODES[failure]
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "ok": self.ok,
-            "failure": self.failure,
-            "exit_code": self.exit_code,
-            "steps": [s.as_dict() for s in self.steps],
-        }
-
-
-class Stop(Exception):
-    """A step failed: the check ends with it (raised by the steps, caught by :func:`run_check`)."""
-
-    def __init__(self, step: CheckStep) -> None:
-        super().__init__(step.detail)
-        self.step = step
-
-
-def _fail(name: str, failure: str, detail: str, hint: str | None = None, **data: Any) -> Stop:
-    return Stop(CheckStep(name, False, detail, hint, failure, data))
 
 
 def run_check(
@@ -214,8 +104,8 @@ def run_check(
     made: Any = None
     try:
         begin("endpoint")
-        record(_endpoint_step(settings))
-        _network_steps(settings, timeout, begin, record)
+        record(endpoint_step(settings))
+        network_steps(settings, timeout, begin, record)
         begin("token")
         if credential is None:
             credential = made = _credential_for(settings, env)
@@ -255,200 +145,6 @@ def run_check(
     return CheckReport(tuple(steps))
 
 
-# -- endpoint ----------------------------------------------------------------------------------------------
-
-
-def _endpoint_step(settings: ForwarderSettings) -> CheckStep:
-    assert settings.endpoint is not None
-    endpoint = parse_endpoint(settings.endpoint)
-    host = endpoint.host
-    data: dict[str, Any] = {"endpoint": endpoint.url, "host": host, "cloud": settings.cloud}
-    if endpoint.is_loopback:
-        data["kind"] = "loopback"
-        return CheckStep("endpoint", True, f"{endpoint.url}: a loopback host (a local emulator)", data=data)
-    for suffix, what in _WRONG_HOSTS:
-        if host.endswith(suffix) or host == suffix.lstrip("."):
-            raise _fail(
-                "endpoint",
-                "endpoint",
-                f"{host} is {what}, not a Logs Ingestion endpoint",
-                f"use the data collection endpoint's logs ingestion URL: {_FIND_ENDPOINT}",
-                **data,
-            )
-    cloud = next((c for suffix, c in _INGEST_SUFFIXES.items() if host.endswith(suffix)), None)
-    if cloud is None:
-        data["kind"] = "unknown"
-        return CheckStep(
-            "endpoint",
-            True,
-            f"{endpoint.url}: not an Azure Monitor ingestion host name (*.ingest.monitor.azure.com); "
-            "going on",
-            f"if this is not a proxy or gateway of yours, use {_FIND_ENDPOINT}",
-            data=data,
-            warning=True,
-        )
-    # A Direct DCR's endpoint is <dcr>-<4>-<region>.logs.z1.ingest.monitor.azure.com; a DCE's
-    # <name>-<4>.<region>-1.ingest.monitor.azure.com.
-    kind = "Direct DCR" if ".logs.z" in host else "data collection endpoint"
-    data.update(kind=kind, endpoint_cloud=cloud)
-    if cloud != settings.cloud:
-        raise _fail(
-            "endpoint",
-            "endpoint",
-            f"{host} is in the {cloud} cloud, but the cloud setting is {settings.cloud}: tokens would be "
-            f"for {CLOUD_AUDIENCES[settings.cloud].removesuffix('/.default')} and refused",
-            f"set SENTINEL_FORWARDER_CLOUD={cloud} (or cloud={cloud!r})",
-            **data,
-        )
-    return CheckStep("endpoint", True, f"{endpoint.url}: a {kind}, {cloud} cloud", data=data)
-
-
-# -- DNS, TCP, TLS -----------------------------------------------------------------------------------------
-
-
-def _network_steps(
-    settings: ForwarderSettings,
-    timeout: float,
-    begin: Callable[[str], None],
-    record: Callable[[CheckStep], None],
-) -> None:
-    assert settings.endpoint is not None
-    endpoint = parse_endpoint(settings.endpoint)
-    host = endpoint.host.strip("[]")
-    port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
-    proxy = _proxy_for(endpoint.url)
-    if proxy is not None:
-        detail = f"through the proxy {proxy}: connections are checked by the probe"
-        for name in ("dns", "tcp", "tls"):
-            record(CheckStep(name, True, detail, data={"proxy": proxy}))
-        return
-    begin("dns")
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except socket.gaierror as exc:
-        temporary = exc.errno == socket.EAI_AGAIN  # a DNS server that did not answer, not "no such name"
-        raise _fail(
-            "dns",
-            "dns",
-            f"{host} does not resolve: {exc.strerror or exc}",
-            "check the host name against "
-            f"{_FIND_ENDPOINT}; behind a private endpoint, check the private DNS zone "
-            "privatelink.monitor.azure.com is linked to this network",
-            host=host,
-            temporary=temporary,
-        ) from None
-    addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
-    record(CheckStep("dns", True, f"{host} is {', '.join(addresses[:4])}", data={"addresses": addresses}))
-
-    begin("tcp")
-    try:
-        sock = socket.create_connection((host, port), timeout=timeout)
-    except OSError as exc:
-        cause = root_cause(exc, endpoint.url).text
-        raise _fail(
-            "tcp",
-            "tcp",
-            cause,
-            "is the port open from here? check firewalls, network security groups and proxies "
-            "(HTTPS_PROXY) between this host and the endpoint",
-            host=host,
-            port=port,
-        ) from None
-    with sock:
-        peer = sock.getpeername()[0]
-        record(
-            CheckStep("tcp", True, f"connected to {peer} port {port}", data={"address": peer, "port": port})
-        )
-        if endpoint.scheme != "https":
-            record(CheckStep("tls", True, "http:// to a loopback host: no TLS", data={}))
-            return
-        begin("tls")
-        record(_tls_step(sock, host, settings.connection_verify, timeout))
-
-
-def _proxy_for(url: str) -> str | None:
-    """The proxy requests would use for *url* (``HTTPS_PROXY`` and ``NO_PROXY``), or ``None``."""
-    from requests.utils import get_environ_proxies
-
-    proxies = get_environ_proxies(url)
-    scheme = url.partition(":")[0]
-    proxy = proxies.get(scheme) or proxies.get("all")
-    return None if proxy is None else _without_userinfo(proxy)
-
-
-def _without_userinfo(url: str) -> str:
-    """*url* without any user info (a proxy URL may carry a password)."""
-    scheme, sep, rest = url.partition("://")
-    return f"{scheme}{sep}{rest.rpartition('@')[2]}" if sep else url.rpartition("@")[2]
-
-
-def _ca_file(verify: bool | str) -> str | None:
-    """The CA bundle requests would verify with: the given file, else ``REQUESTS_CA_BUNDLE``, certifi."""
-    if isinstance(verify, str):
-        return verify
-    env = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
-    if env:
-        return env
-    try:
-        import certifi
-
-        return str(certifi.where())
-    except ImportError:  # requests needs certifi; without it, the system's CAs
-        return None
-
-
-def _tls_step(sock: socket.socket, host: str, verify: bool | str, timeout: float) -> CheckStep:
-    if verify is False:
-        context = ssl.create_default_context()
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    else:
-        context = ssl.create_default_context(cafile=_ca_file(verify))
-    sock.settimeout(timeout)
-    try:
-        with context.wrap_socket(sock, server_hostname=host) as tls:
-            version = tls.version()
-            cert = tls.getpeercert() or {}
-    except ssl.SSLCertVerificationError as exc:
-        raise _fail(
-            "tls",
-            "tls",
-            f"certificate verify failed for {host}: {exc.verify_message or exc.reason}",
-            "a TLS-inspecting proxy or a private CA? give its CA bundle: "
-            "SENTINEL_FORWARDER_CONNECTION_VERIFY=/path/to/ca.pem (for the local emulator: the ca.pem of "
-            "'sentinel-forwarder emulator --tls')",
-            host=host,
-        ) from None
-    except (ssl.SSLError, OSError) as exc:
-        reason = getattr(exc, "reason", None) or exc
-        hint = "does the endpoint speak HTTPS on this port?"
-        raise _fail("tls", "tls", f"TLS handshake with {host} failed: {reason}", hint, host=host) from None
-    subject = _name(cert.get("subject", ()))
-    issuer = _name(cert.get("issuer", ()))
-    expires = cert.get("notAfter")
-    data = {"version": version, "subject": subject, "issuer": issuer, "expires": expires}
-    if verify is False:
-        return CheckStep(
-            "tls",
-            True,
-            f"{version}, certificate NOT verified (connection_verify is false)",
-            "anyone on the path can read the token and the rows: give a CA file instead",
-            data=data,
-            warning=True,
-        )
-    what = f"{version}, certificate for {subject or host} issued by {issuer or '?'}"
-    return CheckStep("tls", True, f"{what}, valid until {expires}" if expires else what, data=data)
-
-
-def _name(rdns: Any) -> str:
-    """``CN`` (else the first attribute) of a certificate name from ``getpeercert()``."""
-    pairs = [pair for rdn in rdns for pair in rdn]
-    for key, value in pairs:
-        if key == "commonName":
-            return str(value)
-    return str(pairs[0][1]) if pairs else ""
-
-
 # -- token -------------------------------------------------------------------------------------------------
 
 
@@ -472,7 +168,7 @@ def _token_step(
         token = credential.get_token(scope)
     except Exception as exc:
         text = str(getattr(exc, "message", None) or exc).strip() or type(exc).__name__
-        raise _fail(
+        raise fail(
             "token",
             "token",
             f"{name} got no token for {scope}: {text}",
@@ -499,7 +195,7 @@ def _token_step(
     audiences = claims.get("aud")
     values = audiences if isinstance(audiences, list) else [audiences]
     if not any(isinstance(v, str) and v.rstrip("/") == expected for v in values):
-        raise _fail(
+        raise fail(
             "token",
             "unauthorized",
             f"{name}'s token is for audience {audiences!r}, not {expected}: the service would answer "
@@ -509,7 +205,7 @@ def _token_step(
         )
     exp = claims.get("exp")
     if isinstance(exp, (int, float)) and exp < time.time():
-        raise _fail(
+        raise fail(
             "token", "unauthorized", f"{name}'s token expired at {_utc(exp)}", "check the clock", **data
         )
     who = f"object id {claims.get('oid', '?')}, tenant {claims.get('tid', '?')}"

@@ -17,7 +17,7 @@ from azure.core.credentials import TokenCredential
 from azure.core.exceptions import AzureError, HttpResponseError
 
 from ._azure import _message
-from ._check import CheckStep, Stop
+from ._check_report import CheckStep, Stop
 from ._endpoint import parse_endpoint
 from ._schema import AUDIT_TABLE
 from ._settings import ForwarderSettings

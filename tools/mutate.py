@@ -478,7 +478,7 @@ MUTANTS = [
     ),
     Mutant(
         "check: the cloud is read from the endpoint's host",
-        f"{PKG}/_check.py",
+        f"{PKG}/_check_network.py",
         "    if cloud != settings.cloud:",
         "    if False:",
     ),
@@ -490,7 +490,7 @@ MUTANTS = [
     ),
     Mutant(
         "check: the TLS step verifies the certificate",
-        f"{PKG}/_check.py",
+        f"{PKG}/_check_network.py",
         "    if verify is False:\n        context = ssl.create_default_context()",
         "    if True:\n        context = ssl.create_default_context()",
     ),
