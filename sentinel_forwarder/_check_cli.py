@@ -92,11 +92,7 @@ def _exit_codes() -> str:
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
 def check(
-    endpoint: str | None,
-    rule_id: str | None,
-    stream_name: str | None,
-    credential: str | None,
-    connection_verify: str | None,
+    connection: dict[str, Any],
     cloud: str | None,
     probe_row: bool,
     workspace_id: str | None,
@@ -114,15 +110,7 @@ def check(
     that row is queryable and reports the ingestion latency.
     """
     try:
-        settings = ForwarderSettings.resolve(
-            None,
-            endpoint=endpoint,
-            rule_id=rule_id,
-            stream_name=stream_name,
-            credential=credential,
-            connection_verify=connection_verify,
-            cloud=cloud,
-        )
+        settings = ForwarderSettings.resolve(None, cloud=cloud, **connection)
     except ConfigurationError as exc:
         _configuration_error(str(exc), as_json)
         return

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 __all__ = ["ConfigError", "connection_options"]
 
+import functools
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -29,11 +30,22 @@ _OPTIONS = (
 )
 
 
+_NAMES = ("endpoint", "rule_id", "stream_name", "credential", "connection_verify")
+
+
 def connection_options(command: F) -> F:
-    """Add ``--endpoint``, ``--rule-id``, ``--stream-name``, ``--credential`` and ``--connection-verify``."""
+    """Add ``--endpoint``, ``--rule-id``, ``--stream-name``, ``--credential`` and ``--connection-verify``; the
+    command receives them as one ``connection`` dict, ready for ``ForwarderSettings.resolve(None, **...)``."""
+
+    @functools.wraps(command)
+    def with_connection(*args: Any, **kwargs: Any) -> Any:
+        kwargs["connection"] = {name: kwargs.pop(name) for name in _NAMES}
+        return command(*args, **kwargs)
+
+    wrapped: Any = with_connection
     for option in reversed(_OPTIONS):
-        command = option(command)
-    return command
+        wrapped = option(wrapped)
+    return wrapped  # type: ignore[no-any-return]
 
 
 class ConfigError(click.ClickException):

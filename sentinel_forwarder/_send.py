@@ -356,11 +356,7 @@ def send(
     maps: tuple[str, ...],
     unknown: Unknown,
     dry_run: bool,
-    endpoint: str | None,
-    rule_id: str | None,
-    stream_name: str | None,
-    credential: str | None,
-    connection_verify: str | None,
+    connection: dict[str, Any],
     progress: bool | None,
     as_json: bool,
 ) -> None:
@@ -384,14 +380,7 @@ def send(
             pass
     else:
         try:
-            settings = ForwarderSettings.resolve(
-                None,
-                endpoint=endpoint,
-                rule_id=rule_id,
-                stream_name=stream_name,
-                credential=credential,
-                connection_verify=connection_verify,
-            )
+            settings = ForwarderSettings.resolve(None, **connection)
             from ._credentials import make_credential
 
             token_credential = make_credential(settings.credential, cloud=settings.cloud, environ=os.environ)
