@@ -244,3 +244,17 @@ def test_probe_row_not_queryable_in_time(emu: Emulator) -> None:
     step = stopped.value.step
     assert step.failure == "query" and "not queryable" in step.detail
     assert slept == [1.0, 2.0, 3.0, 5.0, 1.0] and step.data["polls"] == 6
+
+
+def test_the_credential_of_a_chain_that_answered(emu: Emulator, monkeypatch: pytest.MonkeyPatch) -> None:
+    from azure.identity import AzureCliCredential, ChainedTokenCredential
+
+    monkeypatch.setenv("PATH", "/nonexistent")  # no az: the CLI credential is unavailable, the next answers
+    settings = ForwarderSettings.resolve(
+        {}, endpoint=emu.endpoint, rule_id=emu.rule_id, connection_verify=str(emu.ca_path)
+    )
+    chain = ChainedTokenCredential(AzureCliCredential(), EmulatorCredential())
+    report = run_check(settings, credential=chain)
+    assert report.ok
+    token = next(s for s in report.steps if s.name == "token")
+    assert token.data["credential"] == "ChainedTokenCredential (EmulatorCredential)"
