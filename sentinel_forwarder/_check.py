@@ -84,7 +84,8 @@ def run_check(
         until it is queryable, at most *wait* seconds; the step reports the ingestion latency.
     :param query_endpoint: the Logs Query API (default: the cloud's; the emulator's own for a loopback
         ingestion endpoint).
-    :param timeout: seconds for each network step (connect, handshake, token, probe).
+    :param timeout: seconds for each network step (connect, handshake, probe, each query); the token's
+        timeouts are the credential's own.
     :param on_start: called with a step's name as it begins (a progress display).
     :param on_step: called with each step as it ends.
     """
@@ -109,7 +110,7 @@ def run_check(
         begin("token")
         if credential is None:
             credential = made = _credential_for(settings, env)
-        token_step, claims = _token_step(credential, settings.cloud, timeout)
+        token_step, claims = _token_step(credential, settings.cloud)
         record(token_step)
         begin("probe")
         record(_probe_step(settings, credential, claims, timeout, entries=()))
@@ -159,9 +160,7 @@ def _credential_for(settings: ForwarderSettings, environ: Mapping[str, str]) -> 
     return credential
 
 
-def _token_step(
-    credential: TokenCredential, cloud: str, timeout: float
-) -> tuple[CheckStep, Mapping[str, Any]]:
+def _token_step(credential: TokenCredential, cloud: str) -> tuple[CheckStep, Mapping[str, Any]]:
     scope = CLOUD_AUDIENCES[cloud]
     name = type(credential).__name__
     try:
