@@ -258,3 +258,11 @@ def test_the_credential_of_a_chain_that_answered(emu: Emulator, monkeypatch: pyt
     assert report.ok
     token = next(s for s in report.steps if s.name == "token")
     assert token.data["credential"] == "ChainedTokenCredential (EmulatorCredential)"
+
+
+def test_progress_goes_to_stderr(emu: Emulator) -> None:
+    plain = run_cli("check", "--no-progress", env=env_for(emu))
+    shown = run_cli("check", "--progress", env=env_for(emu))
+    assert plain.returncode == shown.returncode == 0
+    assert plain.stderr == "" and "checking token..." in shown.stderr
+    assert shown.stdout == plain.stdout  # the report itself is the same
