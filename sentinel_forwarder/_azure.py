@@ -238,6 +238,10 @@ class AzureSentinelForwarder(AuditSink):
 
     async def aclose(self) -> None:
         """Close the SDK client, and the credential if this sink created it."""
+        self.close()
+
+    def close(self) -> None:
+        """Blocking twin of :meth:`aclose` (it never waits on the network), for scripts and threads."""
         if self._closed:
             return
         self._closed = True
@@ -330,12 +334,33 @@ class AzureSentinelForwarder(AuditSink):
             )
         return self._post(client, body, count, RetryRecord(cancel=cancel), deadline)
 
-    def _post(self, client: Any, body: bytes, count: int, record: RetryRecord, deadline: float) -> SendResult:
+    def probe(self, entries: Sequence[AuditEntry] = ()) -> None:
+        """Post *entries* in one request through the same pipeline as batches, and raise what the SDK raises.
+
+        With no entries the body is an empty JSON array, which the service accepts (2xx) and stores nothing
+        from: a check of endpoint, token, role, DCR and stream that writes nothing. For
+        ``sentinel-forwarder check`` and ``check_on_start``; retries as configured (``max_retries``).
+
+        :raises azure.core.exceptions.HttpResponseError: the service's refusal (``status_code``, ``error``).
+        :raises azure.core.exceptions.AzureError: no answer (:class:`UnreachableError` if it cannot heal),
+            or no token (:class:`TokenError`).
+        :raises RuntimeError: if the sink is not open.
+        """
+        client = self._client
+        if client is None:
+            raise RuntimeError("AzureSentinelForwarder is not open; use 'async with' or call open()")
+        body = _gzip([encode_row(entry) for entry in entries], self._level)
+        self._upload(client, body, RetryRecord(), time.monotonic() + self._retry_timeout)
+
+    def _upload(self, client: Any, body: bytes, record: RetryRecord, deadline: float) -> None:
         kwargs: dict[str, Any] = {RECORD_OPTION: record, DEADLINE_OPTION: deadline}
         if self._http:
             kwargs["enforce_https"] = False  # loopback only, checked in __init__
+        client.upload(self.rule_id, self.stream_name, io.BytesIO(body), **kwargs)
+
+    def _post(self, client: Any, body: bytes, count: int, record: RetryRecord, deadline: float) -> SendResult:
         try:
-            client.upload(self.rule_id, self.stream_name, io.BytesIO(body), **kwargs)
+            self._upload(client, body, record, deadline)
         except UnreachableError as exc:
             text = f"{exc.message} (not retried: it cannot heal by itself)"
             return self._failed("unreachable", count, record, text)

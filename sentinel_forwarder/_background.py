@@ -17,6 +17,7 @@ import os
 import signal
 import sys
 import threading
+from dataclasses import replace
 from types import FrameType
 from typing import Any, Literal
 
@@ -26,6 +27,7 @@ import anyio.lowlevel
 
 from ._buffering import BufferingForwarder, ForwarderStatistics
 from ._entry import AuditEntry
+from ._health import ForwarderHealth
 
 logger = logging.getLogger("sentinel_forwarder")
 
@@ -199,6 +201,13 @@ class BackgroundForwarder:
     def statistics(self) -> ForwarderStatistics:
         """The forwarder's counters now."""
         return self.forwarder.statistics()
+
+    def health(self) -> ForwarderHealth:
+        """The forwarder's :meth:`~BufferingForwarder.health`; the pump is alive only while the thread is."""
+        health = self.forwarder.health()
+        if health.pump_alive and not self._thread.is_alive():
+            return replace(health, pump_alive=False)
+        return health
 
     def flush(self, timeout: float | None = None) -> int:
         """Deliver what is buffered now, without closing; wait at most *timeout* seconds.

@@ -46,6 +46,7 @@ from anyio.abc import TaskGroup, TaskStatus
 from opentelemetry import metrics
 
 from ._entry import AuditEntry, Severity
+from ._health import ForwarderHealth
 from ._metrics import DropLog, ErrorLog, ForwarderAttributes, instruments_for
 from ._protocol import DROP_REASONS, AuditForwarder, DropReason, SendResult
 from ._spooling import SpoolPump
@@ -248,6 +249,8 @@ class BufferingForwarder:
         self._batches_failed = 0
         self._last_error: str | None = None
         self._sink_failures = 0  # consecutive batches whose send_batch raised
+        self._last_success: float | None = None  # time.time() of the last delivery that landed rows
+        self._failures_in_a_row = 0  # deliveries that did not land every row, since the last that did
         # Where each batch in flight starts, counted in rows taken from the buffer: every row before the
         # smallest of them (or before _removed, if none is in flight) has been counted. flush() waits on it.
         self._in_flight_starts: set[int] = set()
@@ -488,6 +491,26 @@ class BufferingForwarder:
                 last_error=self._last_error,
                 **self._spool_statistics(),
             )
+
+    def health(self) -> ForwarderHealth:
+        """A frozen snapshot for a readiness endpoint: pump alive, last success, failures, backlog."""
+        stats = self.statistics()
+        pump = self._spool_pump
+        with self._lock:
+            alive = self._state == _OPEN and self._drained is not None and not self._drained.is_set()
+            last, failures = self._last_success, self._failures_in_a_row
+        if pump is not None:  # with a spool, failing rows are kept, not dropped: its own count says
+            failures = max(failures, pump._failures)
+        return ForwarderHealth(
+            pump_alive=alive,
+            last_success=last,
+            consecutive_failures=failures,
+            backlog=stats.queue_depth + stats.spooled,
+            queue_depth=stats.queue_depth,
+            spool=pump is not None,
+            spooled=stats.spooled,
+            dead_letters=stats.dead_letters,
+        )
 
     def _spool_statistics(self) -> dict[str, Any]:
         pump = self._spool_pump
@@ -859,6 +882,7 @@ class BufferingForwarder:
         with self._lock:
             self._dropped[reason] += count
             self._batches_failed += 1
+            self._failures_in_a_row += 1
             self._last_error = error
         self._on_dropped(reason, count, error)
 
@@ -917,6 +941,9 @@ class BufferingForwarder:
         """Count a batch's result (under the lock, nothing that can fail)."""
         dropped = {r: n for r, n in result.dropped.items() if n}
         with self._lock:
+            if result.sent:
+                self._last_success = time.time()
+            self._failures_in_a_row = self._failures_in_a_row + 1 if dropped or result.unconfirmed else 0
             self._sent += result.sent
             self._unconfirmed += result.unconfirmed
             for reason, n in dropped.items():

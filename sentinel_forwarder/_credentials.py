@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from azure.core.credentials import TokenCredential
 
 from ._azure import _AUTHORITIES
-from ._settings import CREDENTIAL_KINDS, ConfigurationError
+from ._settings import CREDENTIAL_KINDS, EMULATOR_TOKEN_VARIABLE, ConfigurationError
 
 _WORKLOAD_VARIABLES = ("AZURE_TENANT_ID", "AZURE_CLIENT_ID", "AZURE_FEDERATED_TOKEN_FILE")
 
@@ -32,9 +32,10 @@ def make_credential(kind: str, *, cloud: str, environ: Mapping[str, str]) -> Tok
       ``AZURE_CLIENT_CERTIFICATE_PATH``, with ``AZURE_TENANT_ID`` and ``AZURE_CLIENT_ID``).
     - ``azure-cli``: ``AzureCliCredential``, the account of ``az login``.
     - ``emulator``: :class:`~sentinel_forwarder.testing.EmulatorCredential`, a fixed token for the local
-      emulator.
+      emulator: ``SENTINEL_FORWARDER_EMULATOR_TOKEN`` if set (for an emulator started with ``--token``).
 
     :param environ: where ``AZURE_*`` variables are read for ``managed-identity`` and ``workload-identity``
+        (and ``SENTINEL_FORWARDER_EMULATOR_TOKEN`` for ``emulator``)
         (``environment`` and ``default`` read ``os.environ``, as azure-identity does).
     :raises ConfigurationError: for an unknown kind, or ``workload-identity`` without its variables.
     """
@@ -49,7 +50,8 @@ def make_credential(kind: str, *, cloud: str, environ: Mapping[str, str]) -> Tok
     if kind == "emulator":
         from .testing import EmulatorCredential
 
-        return EmulatorCredential()
+        token = environ.get(EMULATOR_TOKEN_VARIABLE)  # an emulator started with --token wants that one
+        return EmulatorCredential(token) if token else EmulatorCredential()
     if kind == "managed-identity":
         from azure.identity import ManagedIdentityCredential
 

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._schema import AUDIT_TABLE, validate_column_name
 
@@ -86,7 +86,7 @@ class AuditEntry:
     """One immutable audit record, a row of ``AISentinelAudit_CL``.
 
     :param summary: what happened, for people.
-    :param severity: a :class:`Severity` (or its label); sent as its label.
+    :param severity: a :class:`Severity`, its label (``"Medium"``, any case) or its number; sent as its label.
     :param detector_id: the detector that produced the record, e.g. ``"pii-leak"``.
     :param session_id: the application session it belongs to.
     :param id: unique id (a random UUID by default); lands in ``Id``.
@@ -114,6 +114,21 @@ class AuditEntry:
     hash: str = ""
     previous_hash: str = ""
     extra: Mapping[str, Any] = field(default_factory=lambda: _EMPTY, hash=False)
+
+    if TYPE_CHECKING:  # what type checkers see of the generated __init__: severity may be a label or number
+
+        def __init__(
+            self,
+            summary: str,
+            severity: Severity | str | int = Severity.NONE,
+            detector_id: str = "",
+            session_id: str = "",
+            id: str = ...,
+            timestamp: datetime = ...,
+            hash: str = "",
+            previous_hash: str = "",
+            extra: Mapping[str, Any] = ...,
+        ) -> None: ...
 
     def __post_init__(self) -> None:
         # On the application's hot path: one cheap test for the common case, details only on failure.

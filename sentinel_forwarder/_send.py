@@ -31,6 +31,7 @@ from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from ._azure import MAX_REQUEST_BYTES
+from ._cli_options import ConfigError, connection_options
 from ._entry import AuditEntry
 from ._protocol import DROP_REASONS, DropReason
 from ._schema import AUDIT_TABLE
@@ -317,12 +318,6 @@ def _mapping(pairs: Sequence[str]) -> dict[str, str]:
     return mapping
 
 
-class _ConfigError(click.ClickException):
-    """A setting is malformed or missing: exit status 2, like a usage error."""
-
-    exit_code = 2
-
-
 @click.command()
 @click.argument("paths", nargs=-1, metavar="[FILE]...")
 @click.option(
@@ -348,20 +343,7 @@ class _ConfigError(click.ClickException):
     help="Fields that are no column: refuse the row, leave them out, or send them as extra columns.",
 )
 @click.option("--dry-run", is_flag=True, help="Validate every row against the table schema; send nothing.")
-@click.option("--endpoint", default=None, help="[env: SENTINEL_FORWARDER_ENDPOINT]")
-@click.option("--rule-id", default=None, help="DCR immutable id. [env: SENTINEL_FORWARDER_RULE_ID]")
-@click.option("--stream-name", default=None, help="[env: SENTINEL_FORWARDER_STREAM_NAME]")
-@click.option(
-    "--credential",
-    default=None,
-    help="default, managed-identity, workload-identity, environment, azure-cli or emulator. "
-    "[env: SENTINEL_FORWARDER_CREDENTIAL]",
-)
-@click.option(
-    "--connection-verify",
-    default=None,
-    help="true, false or a CA bundle path. [env: SENTINEL_FORWARDER_CONNECTION_VERIFY]",
-)
+@connection_options
 @click.option(
     "--progress/--no-progress",
     default=None,
@@ -374,11 +356,7 @@ def send(
     maps: tuple[str, ...],
     unknown: Unknown,
     dry_run: bool,
-    endpoint: str | None,
-    rule_id: str | None,
-    stream_name: str | None,
-    credential: str | None,
-    connection_verify: str | None,
+    connection: dict[str, Any],
     progress: bool | None,
     as_json: bool,
 ) -> None:
@@ -402,19 +380,12 @@ def send(
             pass
     else:
         try:
-            settings = ForwarderSettings.resolve(
-                None,
-                endpoint=endpoint,
-                rule_id=rule_id,
-                stream_name=stream_name,
-                credential=credential,
-                connection_verify=connection_verify,
-            )
+            settings = ForwarderSettings.resolve(None, **connection)
             from ._credentials import make_credential
 
             token_credential = make_credential(settings.credential, cloud=settings.cloud, environ=os.environ)
         except ConfigurationError as exc:
-            raise _ConfigError(str(exc)) from None
+            raise ConfigError(str(exc)) from None
         target = f"{settings.endpoint} ({settings.rule_id}, {settings.stream_name})"
         entries = _entries(inputs, fmt, mapping, unknown, summary)
         show = sys.stderr.isatty() if progress is None else progress

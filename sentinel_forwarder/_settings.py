@@ -147,6 +147,17 @@ def _rule_id(text: str) -> str:
     )
 
 
+#: What ``check_on_start`` may be: no probe; probe and log; probe and raise for errors that cannot heal.
+CHECK_MODES = ("off", "log", "raise")
+
+
+def _check_mode(text: str) -> str:
+    value = text.strip().lower()
+    if value not in CHECK_MODES:
+        raise ValueError("is not a check mode")
+    return value
+
+
 def _credential(text: str) -> str:
     value = text.strip().lower()
     if value not in CREDENTIAL_KINDS:
@@ -173,6 +184,7 @@ _PARSERS: Mapping[str, Callable[[str], Any]] = {
     "spool_max_bytes": _positive_int,
     "spool_max_age": _positive_float,
     "credential": _credential,
+    "check_on_start": _check_mode,
 }
 
 _SECONDS = "a number of seconds without a unit, e.g. 5 or 0.5"
@@ -201,9 +213,12 @@ _VALID: Mapping[str, str] = {
     "spool": "the path of a directory (created if missing)",
     "spool_max_bytes": "a whole number of bytes, at least 1, e.g. 1073741824 (1 GiB)",
     "spool_max_age": f"{_SECONDS}, more than 0, e.g. 86400",
+    "check_on_start": "off, log or raise",
 }
-#: Environment variables with the prefix that are not settings but are read (none yet besides the settings).
-_OTHER_VARIABLES: frozenset[str] = frozenset()
+#: The token ``credential="emulator"`` hands out instead of its fixed one (an emulator with ``--token``).
+EMULATOR_TOKEN_VARIABLE = ENV_PREFIX + "EMULATOR_TOKEN"
+#: Environment variables with the prefix that are not settings but are read.
+_OTHER_VARIABLES: frozenset[str] = frozenset({EMULATOR_TOKEN_VARIABLE})
 
 
 @dataclass(frozen=True)
@@ -229,6 +244,8 @@ class ForwarderSettings:
     spool_max_age: float = 86_400.0  # BufferingForwarder's DEFAULT_SPOOL_MAX_AGE
     #: How to get tokens when no credential object is given: one of :data:`CREDENTIAL_KINDS`.
     credential: str = "default"
+    #: Probe the service when the forwarder opens: ``off``, ``log`` or ``raise`` (see ``_check``).
+    check_on_start: str = "off"
 
     @classmethod
     def resolve(

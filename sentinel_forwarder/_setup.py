@@ -10,11 +10,14 @@ from __future__ import annotations
 __all__ = ["SetupOptions", "StarletteApp", "add_sentinel_forwarder"]
 
 import contextlib
+import functools
 import logging
 import os
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypedDict, overload
 
+import anyio
+import anyio.to_thread
 from azure.core.credentials import TokenCredential
 
 from ._azure import AzureSentinelForwarder
@@ -108,6 +111,7 @@ class SetupOptions(TypedDict, total=False):
     spool: str | None
     spool_max_bytes: int | None
     spool_max_age: float | None
+    check_on_start: Literal["off", "log", "raise"] | None
     environ: Mapping[str, str] | None
     backend: Literal["asyncio", "trio"]
 
@@ -143,6 +147,7 @@ def add_sentinel_forwarder(
     spool: str | None = None,
     spool_max_bytes: int | None = None,
     spool_max_age: float | None = None,
+    check_on_start: Literal["off", "log", "raise"] | None = None,
     environ: Mapping[str, str] | None = None,
     backend: Literal["asyncio", "trio"] = "asyncio",
 ) -> BackgroundForwarder | BufferingForwarder:
@@ -172,6 +177,10 @@ def add_sentinel_forwarder(
         action run (docs/deployment.md). Off by default.
     :param spool: a directory for the durable spool (docs/durability.md); ``spool_max_bytes`` and
         ``spool_max_age`` bound it. An unusable directory fails at startup.
+    :param check_on_start: ``off`` (default), ``log`` or ``raise``: probe the service as the forwarder opens
+        (an empty request, nothing written; docs/configuration.md#check-on-start). ``raise`` raises
+        :class:`ConfigurationError` for what will not heal (wrong endpoint, certificate, 401, 404); a 403
+        (a role still propagating) and transient failures are logged.
     :param backend: the background thread's event loop (no-app mode).
     :raises ConfigurationError: at startup, naming a missing or malformed setting.
     """
@@ -195,6 +204,7 @@ def add_sentinel_forwarder(
         spool=spool,
         spool_max_bytes=spool_max_bytes,
         spool_max_age=spool_max_age,
+        check_on_start=check_on_start,
         credential=credential if isinstance(credential, str) else None,
     )
     token_credential = None if isinstance(credential, str) else credential
@@ -205,17 +215,29 @@ def add_sentinel_forwarder(
             settings.credential, cloud=settings.cloud, environ=os.environ if environ is None else environ
         )
     buffered = _build(settings, token_credential, forwarder, transform)
+    probe: Callable[[], object] | None = None
+    if settings.check_on_start != "off" and forwarder is None:
+        from ._check import check_on_start as run_probe
+
+        probe = functools.partial(run_probe, settings, token_credential, environ=environ)
     if app is None:
+        if probe is not None:
+            probe()
         return BackgroundForwarder(
             buffered, backend=backend, drain_on_sigterm=settings.drain_on_sigterm
         ).start()
     # A forwarder is one-shot; a later lifespan needs a new one, which only settings can make.
     rebuild = (lambda: _build(settings, token_credential, None, transform)) if forwarder is None else None
-    _attach(app, buffered, rebuild)
+    _attach(app, buffered, rebuild, probe)
     return buffered
 
 
-def _attach(app: Any, first: BufferingForwarder, rebuild: Callable[[], BufferingForwarder] | None) -> None:
+def _attach(
+    app: Any,
+    first: BufferingForwarder,
+    rebuild: Callable[[], BufferingForwarder] | None,
+    probe: Callable[[], object] | None = None,
+) -> None:
     """Run a forwarder inside each lifespan of a Starlette app, around the app's own lifespan."""
     router = getattr(app, "router", None)
     if router is None or not hasattr(router, "lifespan_context"):
@@ -239,6 +261,8 @@ def _attach(app: Any, first: BufferingForwarder, rebuild: Callable[[], Buffering
                 "app that starts more than once, let add_sentinel_forwarder build the forwarder from settings"
             )
         setattr(app.state, STATE_KEY, forwarder)
+        if probe is not None:  # check_on_start: blocking network calls, off the event loop
+            await anyio.to_thread.run_sync(probe)
         async with forwarder, inner(the_app) as state:
             yield state
 

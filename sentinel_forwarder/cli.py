@@ -416,6 +416,10 @@ from sentinel_forwarder._rules_cli import rules  # noqa: E402
 
 main.add_command(rules)
 
+from sentinel_forwarder._check_cli import check  # noqa: E402
+
+main.add_command(check)
+
 
 @main.command()
 @click.option("--db", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -45,3 +46,43 @@ def test_mypy_accepts_the_typed_example_and_its_return_types(tmp_path: Path) -> 
         check=False,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+@pytest.mark.timeout(300)
+def test_pyright_accepts_the_typed_example(tmp_path: Path) -> None:
+    """pyright (strict, unnecessary ignores are errors) agrees with mypy on the same example."""
+    pytest.importorskip("pyright")
+    proc = subprocess.run(
+        [sys.executable, "-m", "pyright", "--pythonpath", sys.executable, str(EXAMPLE)],
+        capture_output=True,
+        text=True,
+        cwd=SOURCE_ROOT,
+        env={**os.environ, "PYTHONPATH": str(SOURCE_ROOT)},
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_audit_entry_init_for_type_checkers_matches_the_fields() -> None:
+    """AuditEntry's __init__ under TYPE_CHECKING (severity: Severity | str | int) must list the dataclass's
+    fields in order, with the same defaults where they are plain values."""
+    import ast
+    import dataclasses
+
+    from sentinel_forwarder import AuditEntry, _entry
+
+    tree = ast.parse(Path(_entry.__file__).read_text(encoding="utf-8"))
+    [cls] = [n for n in ast.walk(tree) if isinstance(n, ast.ClassDef) and n.name == "AuditEntry"]
+    [init] = [n for n in ast.walk(cls) if isinstance(n, ast.FunctionDef) and n.name == "__init__"]
+    names = [a.arg for a in init.args.args[1:]]
+    fields = dataclasses.fields(AuditEntry)
+    assert names == [f.name for f in fields]
+    defaults = {
+        a.arg: d for a, d in zip(init.args.args[-len(init.args.defaults) :], init.args.defaults, strict=True)
+    }
+    for f in fields:
+        if f.default is not dataclasses.MISSING and isinstance(f.default, str):
+            assert ast.literal_eval(defaults[f.name]) == f.default, f.name
+        elif f.default_factory is not dataclasses.MISSING:
+            assert isinstance(defaults[f.name], ast.Constant) and defaults[f.name].value is Ellipsis, f.name

@@ -469,6 +469,93 @@ MUTANTS = [
         "if len(types) != 1 or not _is_json_media_type(types[0]):",
         "if False:",
     ),
+    # -- sentinel-forwarder check ----------------------------------------------------------------------
+    Mutant(
+        "check: a 403 is told apart (role assignment command)",
+        f"{PKG}/_check.py",
+        "        if status == 403:",
+        "        if status == 4030:",
+    ),
+    Mutant(
+        "check: the cloud is read from the endpoint's host",
+        f"{PKG}/_check_network.py",
+        "    if cloud != settings.cloud:",
+        "    if False:",
+    ),
+    Mutant(
+        "check: the token's audience is checked",
+        f"{PKG}/_check.py",
+        'if not any(isinstance(v, str) and v.rstrip("/") == expected for v in values):',
+        "if False:",
+    ),
+    Mutant(
+        "check: the TLS step verifies the certificate",
+        f"{PKG}/_check_network.py",
+        "    if verify is False:\n        context = ssl.create_default_context()",
+        "    if True:\n        context = ssl.create_default_context()",
+    ),
+    Mutant(
+        "check_on_start: raises for a failure that cannot heal",
+        f"{PKG}/_check.py",
+        '    if permanent and settings.check_on_start == "raise":',
+        "    if False:",
+    ),
+    Mutant(
+        "check_on_start: a 403 may heal, so it only warns",
+        f"{PKG}/_check.py",
+        'permanent = report.failure in PERMANENT_FAILURES and not step.data.get("temporary")',
+        "permanent = True",
+    ),
+    Mutant(
+        "health: the last success time",
+        f"{PKG}/_buffering.py",
+        "                self._last_success = time.time()",
+        "                pass",
+    ),
+    Mutant(
+        "health: a delivery that lands resets the failures",
+        f"{PKG}/_buffering.py",
+        "self._failures_in_a_row + 1 if dropped or result.unconfirmed else 0",
+        "self._failures_in_a_row + 1",
+    ),
+    # -- logging integrations --------------------------------------------------------------------------
+    Mutant(
+        "logs: records of the forwarder's own loggers are skipped",
+        f"{PKG}/_log_rows.py",
+        'return any(logger_name == p or logger_name.startswith(p + ".") for p in OWN_LOGGERS)',
+        "return False",
+    ),
+    Mutant(
+        "logs: the handler does not recurse into itself",
+        f"{PKG}/_log_handler.py",
+        'if is_own(record.name) or getattr(self._busy, "on", False):',
+        "if is_own(record.name):",
+    ),
+    Mutant(
+        "logs: stdlib levels become severities",
+        f"{PKG}/_log_rows.py",
+        "return Severity.LOW if level >= 20 else Severity.NONE",
+        "return Severity.NONE",
+    ),
+    Mutant(
+        "logs: OpenTelemetry severity numbers become severities",
+        f"{PKG}/_log_rows.py",
+        "return Severity.LOW if number >= 9 else Severity.NONE",
+        "return Severity.NONE",
+    ),
+    # -- typed API -------------------------------------------------------------------------------------
+    Mutant(
+        "typing: AuditEntry(severity=) takes a label for type checkers",
+        f"{PKG}/_entry.py",
+        "            severity: Severity | str | int = Severity.NONE,",
+        "            severity: Severity = Severity.NONE,",
+    ),
+    Mutant(
+        "check --workspace-id: polls until the row is queryable",
+        f"{PKG}/_check_query.py",
+        "            left = sent_at + wait - clock()\n            if left <= 0:",
+        "            left = sent_at + wait - clock()\n            if True:",
+    ),
     # -- the emulator's Logs Query API (issue 11) --------------------------------------------------------
     Mutant(
         "query: timespan honoured",

@@ -24,7 +24,6 @@ __all__ = [
 ]
 
 import base64
-import binascii
 import json
 import threading
 import time
@@ -33,6 +32,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from .._jwt import token_claims
 from ..testing import AsyncEmulatorCredential, EmulatorCredential
 
 #: The audience a Logs Ingestion token must have, by cloud (scopes ``<audience>/.default``). A trailing ``/``
@@ -51,11 +51,6 @@ def _b64url(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
-def _b64url_json(segment: str) -> Any:
-    padded = segment + "=" * (-len(segment) % 4)
-    return json.loads(base64.urlsafe_b64decode(padded.encode("ascii")))
-
-
 def unsigned_jwt(claims: Mapping[str, Any]) -> str:
     """An unsigned JWT (``alg: none``, empty signature) carrying *claims*, for the emulator only.
 
@@ -64,24 +59,6 @@ def unsigned_jwt(claims: Mapping[str, Any]) -> str:
     header = _b64url(json.dumps({"alg": "none", "typ": "JWT"}).encode())
     payload = _b64url(json.dumps(dict(claims), separators=(",", ":")).encode())
     return f"{header}.{payload}."
-
-
-def token_claims(token: str) -> dict[str, Any] | None:
-    """The claims of a JWT-shaped token (signature not checked), or ``None`` for an opaque token.
-
-    :param token: A bearer token.
-    """
-    parts = token.split(".")
-    if len(parts) != 3 or not parts[0] or not parts[1]:
-        return None
-    try:
-        header = _b64url_json(parts[0])
-        claims = _b64url_json(parts[1])
-    except (ValueError, binascii.Error, UnicodeDecodeError):
-        return None
-    if not isinstance(header, dict) or "alg" not in header or not isinstance(claims, dict):
-        return None
-    return claims
 
 
 def audience_matches(audience: object, expected: str) -> bool:

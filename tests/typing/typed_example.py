@@ -1,18 +1,26 @@
-"""Uses the public API as an application does; type-checked (never run) by tests/test_typing.py.
+"""The public API as an application uses it; type-checked (never run) by mypy and pyright (test_typing.py).
 
 A wrong attribute or keyword must be an error: each ``type: ignore[...]`` below is needed, and mypy --strict
-(warn_unused_ignores) fails if one is not, e.g. if ``add_sentinel_forwarder`` returned ``Any`` again.
+(warn_unused_ignores) and pyright (reportUnnecessaryTypeIgnoreComment, below) fail if one is not, e.g. if
+``add_sentinel_forwarder`` returned ``Any`` again.
 """
 
+# pyright: strict
+# pyright: reportUnnecessaryTypeIgnoreComment=true
+
 from __future__ import annotations
+
+import logging
 
 from starlette.applications import Starlette
 from typing_extensions import assert_type
 
 from sentinel_forwarder import (
     AuditEntry,
+    AuditLogHandler,
     BackgroundForwarder,
     BufferingForwarder,
+    ForwarderHealth,
     ForwarderStatistics,
     Severity,
     add_sentinel_forwarder,
@@ -38,3 +46,21 @@ def without_an_app() -> None:
     add_sentinel_forwarder(max_batch_sise=5)  # type: ignore[call-overload]
     add_sentinel_forwarder(backend="gevent")  # type: ignore[call-overload]
     add_sentinel_forwarder(object())  # type: ignore[call-overload]
+
+
+def entries() -> None:
+    AuditEntry("PII redacted", severity="Medium", detector_id="pii-leak")  # a label, as the README writes
+    AuditEntry("x", severity=3)
+    AuditEntry("x", severity=Severity.HIGH)
+    entry = AuditEntry("x", severity="high")
+    assert_type(entry.severity, Severity)  # read back, it is always a Severity
+    AuditEntry("x", severity=1.5)  # type: ignore[arg-type]
+    AuditEntry("x", sevrity="High")  # type: ignore[call-arg]
+
+
+def health_and_logging() -> None:
+    handle = add_sentinel_forwarder(check_on_start="raise")
+    health: ForwarderHealth = handle.health()
+    assert_type(health.ready, bool)
+    logging.getLogger("audit").addHandler(AuditLogHandler(handle))
+    add_sentinel_forwarder(check_on_start="sometimes")  # type: ignore[call-overload]
