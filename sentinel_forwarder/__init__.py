@@ -10,7 +10,16 @@ from ._buffering import (
     BufferingForwarder,
     ForwarderStatistics,
 )
-from ._chain import ChainBreak, HashChain, record_hash, verify_chain
+from ._chain import (
+    ChainBreak,
+    ChainHead,
+    ChainReport,
+    ChainSummary,
+    HashChain,
+    canonical_form,
+    record_hash,
+    verify_chain,
+)
 from ._entry import AuditEntry, Severity
 from ._protocol import DROP_REASONS, AuditForwarder, AuditSink, DropReason, SendResult
 from ._schema import AUDIT_TABLE, Column, TableSchema
@@ -31,6 +40,9 @@ __all__ = [
     "BackgroundForwarder",
     "BufferingForwarder",
     "ChainBreak",
+    "ChainHead",
+    "ChainReport",
+    "ChainSummary",
     "Cloud",
     "Column",
     "ConfigurationError",
@@ -42,6 +54,7 @@ __all__ = [
     "Severity",
     "TableSchema",
     "add_sentinel_forwarder",
+    "canonical_form",
     "record_hash",
     "verify_chain",
 ]
