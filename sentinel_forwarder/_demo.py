@@ -3,8 +3,8 @@
 A simulated AI application emits ~20,000 audit records (mixed severities and detectors, many sessions, and one
 session that bursts High events the way an attack would). They are forwarded (and hash-chained by the
 forwarder) through ``BufferingForwarder`` → ``AzureSentinelForwarder`` → the unmodified Azure SDK → the
-emulator over HTTPS, with a throttling episode injected halfway. The demo then prints what happened and exits 0 only if every row
-landed and nothing was lost.
+emulator over HTTPS, with a throttling episode injected halfway. The demo then prints what happened and
+exits 0 only if every row landed, the chain verifies and nothing was lost.
 """
 
 from __future__ import annotations
