@@ -10,7 +10,7 @@ import math
 import os
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from ._azure import CLOUD_AUDIENCES
@@ -173,6 +173,10 @@ _PARSERS: Mapping[str, Callable[[str], Any]] = {
     "spool_max_bytes": _positive_int,
     "spool_max_age": _positive_float,
     "credential": _credential,
+    "chain": _flag,
+    "chain_key": _text,
+    "heartbeat_interval": _non_negative_float,
+    "application": _text,
 }
 
 _SECONDS = "a number of seconds without a unit, e.g. 5 or 0.5"
@@ -201,6 +205,10 @@ _VALID: Mapping[str, str] = {
     "spool": "the path of a directory (created if missing)",
     "spool_max_bytes": "a whole number of bytes, at least 1, e.g. 1073741824 (1 GiB)",
     "spool_max_age": f"{_SECONDS}, more than 0, e.g. 86400",
+    "chain": "true or false",
+    "chain_key": "a secret text (its UTF-8 bytes are the HMAC key)",
+    "heartbeat_interval": f"{_SECONDS}, 0 or more (0: no heartbeats), e.g. 60",
+    "application": "the application's name, e.g. chat-api",
 }
 #: Environment variables with the prefix that are not settings but are read (none yet besides the settings).
 _OTHER_VARIABLES: frozenset[str] = frozenset()
@@ -229,6 +237,10 @@ class ForwarderSettings:
     spool_max_age: float = 86_400.0  # BufferingForwarder's DEFAULT_SPOOL_MAX_AGE
     #: How to get tokens when no credential object is given: one of :data:`CREDENTIAL_KINDS`.
     credential: str = "default"
+    chain: bool = True  # link the rows sent into a hash chain (docs/tamper-evidence.md)
+    chain_key: str | None = field(default=None, repr=False)  # HMAC key: never shown
+    heartbeat_interval: float | None = None  # seconds; 0: none; None: DEFAULT_HEARTBEAT_INTERVAL (60)
+    application: str | None = None  # in heartbeat rows; None: the program's name
 
     @classmethod
     def resolve(
@@ -286,6 +298,8 @@ def _malformed(name: str, source: str, raw: Any, exc: Exception) -> str:
         problem = f"{whose} value is refused: {exc}"  # parse_endpoint quotes the URL, its password redacted
     else:
         shown = repr(raw) if len(repr(raw)) <= 80 else repr(raw)[:77] + "..."
+        if name == "chain_key":
+            shown = "(not shown)"  # a secret
         problem = f"{whose} value {shown} {exc}"
     valid = _VALID.get(name)
     expected = f"; expected {valid}" if valid else ""
@@ -305,7 +319,7 @@ def _warn_unknown_variables(env: Mapping[str, str], names: list[str]) -> None:
 
 def _check(name: str, value: Any) -> Any:
     """Validate a non-string argument by the same rules as its environment variable."""
-    if name in ("connection_verify", "drain_on_sigterm") and isinstance(value, bool):
+    if name in ("connection_verify", "drain_on_sigterm", "chain") and isinstance(value, bool):
         return value
     if name == "min_severity":
         return _severity(value)

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, TypedDict, overload
 
 from azure.core.credentials import TokenCredential
 
+from . import _heartbeat
 from ._azure import AzureSentinelForwarder
 from ._background import BackgroundForwarder
 from ._buffering import BufferingForwarder, Transform
@@ -72,6 +73,14 @@ def _build(
         spool_max_bytes=settings.spool_max_bytes,
         spool_max_age=settings.spool_max_age,
         name=name,
+        chain=settings.chain,
+        chain_key=settings.chain_key,
+        heartbeat_interval=(
+            _heartbeat.DEFAULT_HEARTBEAT_INTERVAL
+            if settings.heartbeat_interval is None
+            else settings.heartbeat_interval
+        ),
+        application=settings.application,
     )
 
 
@@ -108,6 +117,10 @@ class SetupOptions(TypedDict, total=False):
     spool: str | None
     spool_max_bytes: int | None
     spool_max_age: float | None
+    chain: bool | None
+    chain_key: str | None
+    heartbeat_interval: float | None
+    application: str | None
     environ: Mapping[str, str] | None
     backend: Literal["asyncio", "trio"]
 
@@ -143,6 +156,10 @@ def add_sentinel_forwarder(
     spool: str | None = None,
     spool_max_bytes: int | None = None,
     spool_max_age: float | None = None,
+    chain: bool | None = None,
+    chain_key: str | None = None,
+    heartbeat_interval: float | None = None,
+    application: str | None = None,
     environ: Mapping[str, str] | None = None,
     backend: Literal["asyncio", "trio"] = "asyncio",
 ) -> BackgroundForwarder | BufferingForwarder:
@@ -172,6 +189,10 @@ def add_sentinel_forwarder(
         action run (docs/deployment.md). Off by default.
     :param spool: a directory for the durable spool (docs/durability.md); ``spool_max_bytes`` and
         ``spool_max_age`` bound it. An unusable directory fails at startup.
+    :param chain: link the rows sent into a hash chain (on by default); ``chain_key`` makes the hashes
+        HMAC-SHA256 (docs/tamper-evidence.md).
+    :param heartbeat_interval: seconds between heartbeat rows (60 by default; 0: none); ``application``
+        names the application in them.
     :param backend: the background thread's event loop (no-app mode).
     :raises ConfigurationError: at startup, naming a missing or malformed setting.
     """
@@ -195,6 +216,10 @@ def add_sentinel_forwarder(
         spool=spool,
         spool_max_bytes=spool_max_bytes,
         spool_max_age=spool_max_age,
+        chain=chain,
+        chain_key=chain_key,
+        heartbeat_interval=heartbeat_interval,
+        application=application,
         credential=credential if isinstance(credential, str) else None,
     )
     token_credential = None if isinstance(credential, str) else credential
