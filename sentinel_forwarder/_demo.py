@@ -31,13 +31,11 @@ from ._buffering import BufferingForwarder, ForwarderStatistics
 from ._chain import verify_chain
 from ._entry import AuditEntry, Severity
 from ._protocol import AuditForwarder, SendResult
-from .emulator import Emulator
+from .emulator import Emulator, RuleReport
 from .testing import EmulatorCredential
 
-# The analytics rule templates/sentinel/analytics/HighSeverityBurstInSession.yaml:
-# at least BURST_THRESHOLD High-or-Critical events from one SessionId within BURST_WINDOW.
-BURST_THRESHOLD = 5
-BURST_WINDOW = timedelta(minutes=5)
+#: The session the simulation attacks from (the burst rule should name it).
+ATTACKER = "session-attacker-7f3a"
 
 DETECTORS = (
     ("prompt-injection", "Prompt injection attempt blocked in user input"),
@@ -94,7 +92,7 @@ def _records(n: int, seed: int) -> list[AuditEntry]:
                     f"{summary} (automated probing, attempt {(i - attack_at) // 2 + 1})",
                     severity=Severity.HIGH if i % 8 else Severity.CRITICAL,
                     detector_id=detector,
-                    session_id="session-attacker-7f3a",
+                    session_id=ATTACKER,
                     timestamp=when,
                 )
             )
@@ -120,26 +118,6 @@ def _records(n: int, seed: int) -> list[AuditEntry]:
             )
         )
     return out
-
-
-def _flagged_sessions(rows: Sequence[Mapping[str, Any]]) -> dict[str, int]:
-    """Sessions with BURST_THRESHOLD or more High/Critical events inside any BURST_WINDOW."""
-    times: dict[str, list[datetime]] = {}
-    for row in rows:
-        if row["Severity"] in ("High", "Critical"):
-            ts = datetime.fromisoformat(str(row["TimeGenerated"]).replace("Z", "+00:00"))
-            times.setdefault(str(row["SessionId"]), []).append(ts)
-    flagged: dict[str, int] = {}
-    for session, stamps in times.items():
-        stamps.sort()
-        best = lo = 0
-        for hi, ts in enumerate(stamps):
-            while ts - stamps[lo] > BURST_WINDOW:
-                lo += 1
-            best = max(best, hi - lo + 1)
-        if best >= BURST_THRESHOLD:
-            flagged[session] = best
-    return flagged
 
 
 async def _run(console: Console, records: int, seed: int, rate: int) -> bool:
@@ -191,18 +169,14 @@ async def _run(console: Console, records: int, seed: int, rate: int) -> bool:
             console.print(f"[green]✓ hash chain verified over all {report.rows:,} landed rows[/]")
         else:
             console.print(f"[red]✗ hash chain broken: {report}[/]")
-        flagged = _flagged_sessions(landed_rows)
-        table = Table(title=f"Sessions the burst rule flags (≥ {BURST_THRESHOLD} High/Critical in 5 min)")
-        table.add_column("SessionId")
-        table.add_column("High/Critical events in the worst 5 min", justify="right")
-        for session, count in sorted(flagged.items(), key=lambda kv: -kv[1]):
-            table.add_row(session, str(count))
-        console.print(table)
+        reports = await anyio.to_thread.run_sync(lambda: emu.run_rules(since=entries[0].timestamp))
+        attacker_flagged = _show_rules(console, reports)
         ok = (
             len(landed_rows) == stats.sent
             and stats.dropped_total == 0
             and stats.sent + stats.filtered == stats.offered == records
             and chain_ok
+            and attacker_flagged
         )
         if ok:
             console.print(f"[bold green]✓ all {stats.sent:,} rows landed; nothing lost.[/]")
@@ -212,6 +186,37 @@ async def _run(console: Console, records: int, seed: int, rate: int) -> bool:
                 f"dropped {dict(stats.dropped)}, unconfirmed {stats.unconfirmed:,}[/]"
             )
         return ok
+
+
+def _show_rules(console: Console, reports: Sequence[RuleReport]) -> bool:
+    """The shipped analytics rules, run over the landed rows as Sentinel would have every queryFrequency since
+    the first record: which fire, on which sessions. Whether the burst rule named the attacker."""
+    table = Table(
+        title="Shipped analytics rules over the landed rows (KQL on DuckDB, each scheduled run)",
+    )
+    table.add_column("Rule")
+    table.add_column("Result")
+    table.add_column("Alerts", justify="right")
+    table.add_column("Sessions")
+    attacker_flagged = False
+    for report in reports:
+        if report.rule.kind != "analytics":
+            continue
+        sessions = list(dict.fromkeys(str(a.custom_details.get("SessionId", "")) for a in report.alerts))
+        sessions = [x for x in sessions if x]
+        if ATTACKER in sessions:
+            sessions = [f"[bold]{ATTACKER}[/]", *(x for x in sessions if x != ATTACKER)]
+            attacker_flagged |= report.rule.source.endswith("/HighSeverityBurstInSession.yaml")
+        shown = ", ".join(sessions[:3]) + (f" +{len(sessions) - 3} more" if len(sessions) > 3 else "")
+        result = (
+            "[red]error[/]" if report.error else "[bold red]fires[/]" if report.fired else "[green]quiet[/]"
+        )
+        table.add_row(report.rule.name.removeprefix("AI audit - "), result, str(len(report.alerts)), shown)
+    console.print(table)
+    for report in reports:
+        if report.error:
+            console.print(f"[red]{report.rule.name}: {report.error}[/]", highlight=False)
+    return attacker_flagged
 
 
 def _summary(

@@ -410,6 +410,10 @@ from sentinel_forwarder._spool_cli import spool  # noqa: E402
 
 main.add_command(spool)
 
+from sentinel_forwarder._rules_cli import rules  # noqa: E402
+
+main.add_command(rules)
+
 
 @main.command()
 @click.option("--db", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))

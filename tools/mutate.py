@@ -469,6 +469,68 @@ MUTANTS = [
         "if len(types) != 1 or not _is_json_media_type(types[0]):",
         "if False:",
     ),
+    # -- the emulator's Logs Query API (issue 11) --------------------------------------------------------
+    Mutant(
+        "query: timespan honoured",
+        f"{PKG}/emulator/_query.py",
+        "        if span is not None:\n            low, high",
+        "        if False:\n            low, high",
+    ),
+    Mutant(
+        "query: the query audience is checked",
+        f"{PKG}/emulator/_query_api.py",
+        "self._audience = QUERY_AUDIENCES[cloud]",
+        'self._audience = "https://monitor.azure.com"',
+    ),
+    Mutant(
+        "query: unsupported KQL names the construct",
+        f"{PKG}/emulator/_query.py",
+        'detail={"code": exc.construct, **_where(exc.span)},',
+        "detail={},",
+    ),
+    Mutant(
+        "query: dynamic values as JSON text on the wire",
+        f"{PKG}/emulator/_query.py",
+        '    if column_type == "dynamic":\n        return json.dumps(',
+        '    if column_type == "-":\n        return json.dumps(',
+    ),
+    Mutant(
+        "query: TenantId is the workspace id",
+        f"{PKG}/emulator/_query.py",
+        'f"CAST({_literal(workspace_id)} AS VARCHAR) AS TenantId"',
+        "\"CAST('' AS VARCHAR) AS TenantId\"",
+    ),
+    # -- the local rule runner (issue 11) ------------------------------------------------------------------
+    Mutant(
+        "rules: queryPeriod limits the data",
+        f"{PKG}/emulator/_rules.py",
+        "result = query(rule.query, rule.query_period, at)",
+        "result = query(rule.query, None, at)",
+    ),
+    Mutant(
+        "rules: triggerOperator and triggerThreshold",
+        f"{PKG}/emulator/_rules.py",
+        "fires = _OPERATORS[rule.trigger_operator](len(rows), rule.trigger_threshold)",
+        "fires = bool(rows)",
+    ),
+    Mutant(
+        "rules: scheduled runs since",
+        f"{PKG}/emulator/_rules.py",
+        "return [now - i * rule.query_frequency for i in range(count)]",
+        "return [now]",
+    ),
+    Mutant(
+        "rules: entities from entityMappings",
+        f"{PKG}/emulator/_rules.py",
+        'by_type.setdefault(entity_type, {"entityType": entity_type})[identifier] = value',
+        "pass",
+    ),
+    Mutant(
+        "rules: expectations set the exit status",
+        f"{PKG}/_rules_cli.py",
+        "sys.exit(1 if problems else 0)",
+        "sys.exit(0)",
+    ),
 ]
 
 

@@ -17,6 +17,9 @@ Request handling, in order (the first failing check answers):
     what the service would silently alter is altered and recorded as a loss (strict: 400);
 11. rows stored → 204.
 
+The Logs Query API's query operation (``/v1/workspaces/{workspaceId}/query``) is served by
+:class:`~._query_api.QueryEndpoint`, over the same rows.
+
 Every answer carries ``x-ms-request-id`` and echoes ``x-ms-client-request-id``; every ingestion request is
 logged (:class:`RequestLog`, and an INFO line on this module's logger; a WARNING line when it lost data).
 
@@ -37,7 +40,6 @@ import ipaddress
 import json
 import logging
 import math
-import time
 import uuid
 import zlib
 from collections.abc import Awaitable, Callable, Mapping
@@ -54,8 +56,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ._dcr import DataCollectionRule, RowError
 from ._faults import DEFAULT_ERROR_CODES, Fault, Faults
-from ._identity import CLOUD_AUDIENCES, Roles, audience_matches, token_claims
+from ._identity import CLOUD_AUDIENCES, Roles, check_bearer
 from ._losses import Loss, summarize_losses
+from ._query import DEFAULT_WORKSPACE_ID
+from ._query_api import QueryEndpoint
 from ._stats import RequestLog, RequestRecord, StatsRecorder
 from ._store import RowStore
 
@@ -225,37 +229,11 @@ class _Ingest:
         rule_id: str = request.path_params["rule_id"]
         stream_name: str = request.path_params["stream"]
 
-        scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        token = token.strip()
-        if scheme.lower() != "bearer" or not token:
-            return await self._reject(
-                request,
-                401,
-                "InvalidAuthenticationToken",
-                "Authorization header with a Bearer token is required.",
-            )
-        if self._tokens is not None and token not in self._tokens:
-            # Never log or echo the token.
-            return await self._reject(
-                request, 401, "InvalidAuthenticationToken", "The provided bearer token is not valid."
-            )
-        claims = token_claims(token)
-        if claims is not None:
-            expires = claims.get("exp")
-            if isinstance(expires, (int, float)) and expires < time.time():
-                return await self._reject(
-                    request, 401, "InvalidAuthenticationToken", "The provided bearer token has expired."
-                )
-            if "aud" in claims and not audience_matches(claims["aud"], self._cloud):
-                # The code is documented (azure-docs PR #103840); the message is the emulator's.
-                shown = json.dumps(claims["aud"])[:128]
-                return await self._reject(
-                    request,
-                    401,
-                    "InvalidAudience",
-                    f"The audience {shown} of the token is not valid for this endpoint; request the token "
-                    f"for the scope '{CLOUD_AUDIENCES[self._cloud]}/.default'.",
-                )
+        claims, refusal = check_bearer(
+            request.headers.get("authorization", ""), self._tokens, CLOUD_AUDIENCES[self._cloud]
+        )
+        if refusal is not None:
+            return await self._reject(request, 401, *refusal)
 
         api_version = request.query_params.get("api-version")
         if not api_version:
@@ -843,6 +821,7 @@ def create_app(
     cloud: str = "public",
     roles: Roles | None = None,
     log: RequestLog | None = None,
+    workspace_id: str = DEFAULT_WORKSPACE_ID,
 ) -> Callable[[Scope, Receive, Send], Awaitable[None]]:
     """Build the emulator's ASGI application.
 
@@ -856,6 +835,8 @@ def create_app(
     :param cloud: ``public``, ``usgov`` or ``china``: the audience JWT-shaped tokens must have.
     :param roles: Role assignments (default: none, everyone may ingest).
     :param log: The request log (default: a fresh one).
+    :param workspace_id: The workspace the Logs Query API endpoint answers for
+        (``/v1/workspaces/{id}/query``).
     :raises ValueError: for an unknown *cloud*.
     """
     if cloud not in CLOUD_AUDIENCES:
@@ -867,7 +848,12 @@ def create_app(
             "/dataCollectionRules/{rule_id}/streams/{stream}",
             _Ingest(rules, store, faults, stats, tokens, strict=strict, cloud=cloud, roles=roles).handle,
             methods=["POST"],
-        )
+        ),
+        Route(
+            "/v1/workspaces/{workspace_id}/query",
+            QueryEndpoint(store, tokens, cloud=cloud, workspace_id=workspace_id).handle,
+            methods=["GET", "POST"],
+        ),
     ]
     if admin:
         routes += _admin_routes(rules, store, faults, stats, log, roles)

@@ -21,6 +21,7 @@ __all__ = [
     "merge_rules",
     "parse_datetime",
     "rule_id_for_name",
+    "table_columns",
     "tables_of",
 ]
 
@@ -469,3 +470,16 @@ def tables_of(rules: Sequence[DataCollectionRule]) -> tuple[str, ...]:
         for table in rule.tables:
             seen[table] = None
     return tuple(seen)
+
+
+def table_columns(rules: Iterable[DataCollectionRule]) -> dict[str, dict[str, str]]:
+    """The columns of every output table of *rules* (name -> stream type), sorted by table name: those of
+    every stream that writes to it, in declaration order (the first declaration of a name wins)."""
+    out: dict[str, dict[str, str]] = {}
+    for rule in rules:
+        for stream in rule.streams.values():
+            for table in stream.tables:
+                columns = out.setdefault(table, {})
+                for name, column_type in stream.columns.items():
+                    columns.setdefault(name, column_type)
+    return dict(sorted(out.items()))

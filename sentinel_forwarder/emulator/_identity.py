@@ -17,6 +17,8 @@ __all__ = [
     "EmulatorJwtCredential",
     "RoleAssignment",
     "Roles",
+    "audience_matches",
+    "check_bearer",
     "token_claims",
     "unsigned_jwt",
 ]
@@ -82,11 +84,45 @@ def token_claims(token: str) -> dict[str, Any] | None:
     return claims
 
 
-def audience_matches(audience: object, cloud: str) -> bool:
-    """Whether a token's ``aud`` claim (a string or a list of strings) names *cloud*'s ingestion audience."""
-    expected = CLOUD_AUDIENCES[cloud]
+def audience_matches(audience: object, expected: str) -> bool:
+    """Whether a token's ``aud`` claim (a string or a list of strings) is *expected* (a trailing ``/`` is
+    tolerated)."""
     values = audience if isinstance(audience, list) else [audience]
     return any(isinstance(v, str) and v.rstrip("/") == expected for v in values)
+
+
+def check_bearer(
+    authorization: str, tokens: frozenset[str] | None, audience: str
+) -> tuple[dict[str, Any] | None, tuple[str, str] | None]:
+    """Check an ``Authorization`` header: ``(claims, None)`` when it passes (claims ``None`` for an opaque
+    token), ``(None, (code, message))`` for a 401.
+
+    :param authorization: The header value.
+    :param tokens: The accepted tokens; ``None`` accepts any non-empty token.
+    :param audience: What the ``aud`` claim of a JWT-shaped token must be.
+    """
+    scheme, _, token = authorization.partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        return None, ("InvalidAuthenticationToken", "Authorization header with a Bearer token is required.")
+    if tokens is not None and token not in tokens:
+        # Never log or echo the token.
+        return None, ("InvalidAuthenticationToken", "The provided bearer token is not valid.")
+    claims = token_claims(token)
+    if claims is None:
+        return None, None
+    expires = claims.get("exp")
+    if isinstance(expires, (int, float)) and expires < time.time():
+        return None, ("InvalidAuthenticationToken", "The provided bearer token has expired.")
+    if "aud" in claims and not audience_matches(claims["aud"], audience):
+        # The code is documented for ingestion (azure-docs PR #103840); the message is the emulator's.
+        shown = json.dumps(claims["aud"])[:128]
+        return None, (
+            "InvalidAudience",
+            f"The audience {shown} of the token is not valid for this endpoint; request the token for the "
+            f"scope '{audience}/.default'.",
+        )
+    return claims, None
 
 
 @dataclass(frozen=True)

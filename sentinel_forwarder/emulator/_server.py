@@ -11,7 +11,8 @@ import shutil
 import socket
 import tempfile
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -20,10 +21,12 @@ import uvicorn
 
 from .._schema import AUDIT_TABLE
 from ._app import create_app
-from ._dcr import DEFAULT_RULE_ID, DataCollectionRule, default_dcr, load_dcrs
+from ._dcr import DEFAULT_RULE_ID, DataCollectionRule, default_dcr, load_dcrs, table_columns
 from ._faults import Faults
 from ._identity import CLOUD_AUDIENCES, Roles
 from ._losses import Loss, format_loss_report
+from ._query import DEFAULT_WORKSPACE_ID, QUERY_AUDIENCES, LocalWorkspace, QueryResult, Timespan, run_query
+from ._rules import Rule, RuleReport, run_rules, shipped_rules
 from ._stats import EmulatorStats, RequestLog, RequestRecord, StatsRecorder
 from ._store import RowStore
 
@@ -102,7 +105,10 @@ class Emulator:
     :param strict: Answer ``400`` (``413`` for a gzip body over 1 MiB decoded) where Azure would accept the
         request and silently lose or alter data; default false (Azure-faithful, losses recorded).
     :param cloud: ``"public"`` (default), ``"usgov"`` or ``"china"``: a JWT-shaped token whose ``aud`` is not
-        that cloud's ingestion audience is answered ``401 InvalidAudience``. Opaque tokens are not checked.
+        that cloud's ingestion audience is answered ``401 InvalidAudience`` (and, on the query endpoint, whose
+        ``aud`` is not its query audience, :data:`QUERY_AUDIENCES`). Opaque tokens are not checked.
+    :param workspace_id: The Log Analytics workspace id of the Logs Query API endpoint
+        (``/v1/workspaces/{workspace_id}/query``) and the ``TenantId`` column of every row a query returns.
     :raises ValueError: for a non-loopback *host* without *allow_remote*, an unknown *cloud*, or an invalid
         DCR.
     """
@@ -122,6 +128,7 @@ class Emulator:
         admin: bool = True,
         strict: bool = False,
         cloud: str = "public",
+        workspace_id: str = DEFAULT_WORKSPACE_ID,
     ) -> None:
         loopback = is_loopback(host)
         if not loopback and not allow_remote:
@@ -153,6 +160,7 @@ class Emulator:
         self._ca_path: Path | None = None
         self._strict = strict
         self._cloud = cloud
+        self._workspace_id = workspace_id
         self.faults = Faults()
         #: Role assignments (see :class:`Roles`); none by default: every identity may ingest.
         self.roles = Roles()
@@ -188,8 +196,7 @@ class Emulator:
     def _start(self, timeout: float) -> None:
         store = RowStore(self._db, sink=self._sink)
         self._store = store
-        tables = {table for rule in self._rules.values() for table in rule.tables}
-        store.create_tables(sorted(tables))
+        store.create_tables(table_columns(self._rules.values()))
 
         sock = _bind(self._host, self._port)
         self._bound_port = sock.getsockname()[1]
@@ -208,6 +215,7 @@ class Emulator:
             cloud=self._cloud,
             roles=self.roles,
             log=self._log,
+            workspace_id=self._workspace_id,
         )
         config = uvicorn.Config(
             app,
@@ -350,6 +358,17 @@ class Emulator:
         return AUDIT_TABLE.name
 
     @property
+    def workspace_id(self) -> str:
+        """The workspace id the Logs Query API endpoint answers for (``LogsQueryClient.query_workspace``)."""
+        return self._workspace_id
+
+    @property
+    def query_audience(self) -> str:
+        """The token audience of the Logs Query API in the emulator's cloud: give it to ``LogsQueryClient``
+        (``audience=emu.query_audience``), which otherwise asks for a token for the endpoint itself."""
+        return QUERY_AUDIENCES[self._cloud]
+
+    @property
     def rules(self) -> Mapping[str, DataCollectionRule]:
         """Every loaded DCR, by immutable id."""
         return self._rules
@@ -397,6 +416,61 @@ class Emulator:
         :raises KeyError: if no loaded DCR writes to *table*.
         """
         return self._check_table(table).count(table)
+
+    def query(
+        self, kql: str, *, timespan: Timespan | None = None, now: datetime | None = None
+    ) -> list[dict[str, Any]]:
+        """Run a KQL query over what landed, as the Logs Query API would (DuckDB through duckdb-kql).
+
+        Every table any DCR writes to is there, with its declared columns and the standard columns
+        ``TenantId``, ``Type`` and ``_ResourceId``. Empty tables in sink mode. See docs/kql.md for where the
+        semantics may differ from Log Analytics.
+
+        :param kql: The query.
+        :param timespan: Only rows whose ``TimeGenerated`` is inside it: a ``timedelta`` back from *now*, a
+            ``(start, end)`` or ``(start, timedelta)`` tuple, or ISO 8601 text (``PT1H``, ``<start>/<end>``).
+        :param now: What ``now()`` and ``ago()`` mean (default: the current time), to run a rule "as of" a
+            moment.
+        :returns: One ``{column: value}`` per row: ``datetime`` (UTC) for datetime columns, ``timedelta`` for
+            timespans, decoded JSON for dynamic ones.
+        :raises QueryError: for a query that does not parse, names an unknown table or column, or uses a
+            construct duckdb-kql cannot translate (it names the construct).
+        """
+        return self.query_result(kql, timespan=timespan, now=now).dicts()
+
+    def query_result(
+        self, kql: str, *, timespan: Timespan | None = None, now: datetime | None = None
+    ) -> QueryResult:
+        """:meth:`query` with the column names and their Log Analytics types (``QueryResult``)."""
+        if self._store is None:
+            raise RuntimeError("the emulator has not been started")
+        return run_query(
+            self._store.snapshot(), kql, timespan=timespan, now=now, workspace_id=self._workspace_id
+        )
+
+    def run_rules(
+        self,
+        rules: Sequence[Rule] | None = None,
+        *,
+        now: datetime | None = None,
+        since: datetime | None = None,
+    ) -> list[RuleReport]:
+        """Run Sentinel analytics rules and hunting queries over what landed (see docs/kql.md).
+
+        :param rules: Rules from :func:`load_rules`; default: the shipped ones (:func:`shipped_rules`).
+        :param now: The moment of the latest scheduled run (default: the current time).
+        :param since: Also simulate the runs every ``queryFrequency`` back to this moment.
+        :returns: One :class:`RuleReport` per rule: whether it fired, its alerts with their entities.
+        """
+
+        if self._store is None:
+            raise RuntimeError("the emulator has not been started")
+        with LocalWorkspace(self._store.snapshot(), workspace_id=self._workspace_id) as workspace:
+
+            def query(kql: str, timespan: Timespan | None, at: datetime) -> QueryResult:
+                return workspace.query(kql, timespan=timespan, now=at)
+
+            return run_rules(shipped_rules() if rules is None else rules, query, now=now, since=since)
 
     def stats(self) -> EmulatorStats:
         """A snapshot of the request counters."""

@@ -9,20 +9,31 @@ Layout of every table (``<Table>_CL``)::
     _Row        TEXT    -- the row as JSON (declared columns only, long strings truncated)
 
 Silent losses (see :class:`~sentinel_forwarder.emulator.Loss`) go to the ``_EmulatorLosses`` table of the same
-database, the first :data:`MAX_RECORDED_LOSSES` of them (all are counted).
+database, the first :data:`MAX_RECORDED_LOSSES` of them (all are counted). The declared columns of every
+table (name and DCR type, from the streams that write to it) go to ``_EmulatorColumns``, so that a query over
+the file (``sentinel-forwarder rules test --db``) types them as the emulator did.
 
 Pure Python (no starlette): the CLI reads files with :func:`read_rows` and :func:`read_losses`.
 """
 
 from __future__ import annotations
 
-__all__ = ["MAX_RECORDED_LOSSES", "RowStore", "list_tables", "read_losses", "read_rows"]
+__all__ = [
+    "MAX_RECORDED_LOSSES",
+    "RowStore",
+    "TableSnapshot",
+    "list_tables",
+    "read_losses",
+    "read_rows",
+    "read_snapshot",
+]
 
 import json
 import re
 import sqlite3
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, cast
@@ -35,6 +46,7 @@ MAX_RECORDED_LOSSES = 100_000
 # Starts with an underscore, so it can never be a custom table (those start with a letter).
 _LOSS_TABLE = '"_EmulatorLosses"'
 _LOSS_COLUMNS = "RequestId, RuleId, Stream, Record, ColumnName, Kind, Detail"
+_COLUMNS_TABLE = '"_EmulatorColumns"'
 
 _TABLE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,127}$")
 
@@ -47,6 +59,17 @@ def _quoted(table: str) -> str:
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+@dataclass(frozen=True)
+class TableSnapshot:
+    """One table as a query sees it: its declared columns and its rows as stored."""
+
+    #: Column name -> DCR stream type (``string``, ``int``, ``long``, ``real``, ``boolean``, ``datetime``,
+    #: ``dynamic``); empty when the database predates the declarations (then the rows tell).
+    columns: Mapping[str, str]
+    #: ``(_IngestedAt, _Row)`` pairs in arrival order: the ISO 8601 receive time and the row as JSON text.
+    rows: Sequence[tuple[str, str]]
 
 
 def _decode(record: tuple[Any, ...], meta: bool) -> dict[str, Any]:
@@ -77,14 +100,23 @@ class RowStore:
             "_RecordedAt TEXT NOT NULL, RequestId TEXT NOT NULL, RuleId TEXT NOT NULL, Stream TEXT NOT NULL, "
             "Record INTEGER, ColumnName TEXT, Kind TEXT NOT NULL, Detail TEXT NOT NULL)"
         )
+        self._conn.execute(
+            f"CREATE TABLE IF NOT EXISTS {_COLUMNS_TABLE} (TableName TEXT PRIMARY KEY, Columns TEXT NOT NULL)"
+        )
 
-    def create_tables(self, tables: Iterable[str]) -> None:
+    def create_tables(self, tables: Iterable[str] | Mapping[str, Mapping[str, str]]) -> None:
         """Create the tables that do not exist yet.
 
-        :param tables: Output table names.
+        :param tables: Output table names, or a mapping of table name to its declared columns (name -> DCR
+            type), which are recorded for queries.
         """
         with self._lock:
             for table in tables:
+                if isinstance(tables, Mapping):
+                    self._conn.execute(
+                        f"INSERT OR REPLACE INTO {_COLUMNS_TABLE} (TableName, Columns) VALUES (?, ?)",
+                        (table, json.dumps(dict(tables[table]))),
+                    )
                 self._counts.setdefault(table, 0)
                 self._conn.execute(
                     f"CREATE TABLE IF NOT EXISTS {_quoted(table)} (_Seq INTEGER PRIMARY KEY AUTOINCREMENT, "
@@ -131,6 +163,12 @@ class RowStore:
             if self._sink:
                 return []
             return _select(self._conn, table, limit, meta)
+
+    def snapshot(self) -> dict[str, TableSnapshot]:
+        """Every table with its declared columns and stored rows (all empty in sink mode)."""
+        with self._lock:
+            tables = _snapshot(self._conn)
+            return {t: TableSnapshot(s.columns, []) for t, s in tables.items()} if self._sink else tables
 
     def count(self, table: str) -> int:
         """Number of rows accepted into *table* (in sink mode: counted, not stored)."""
@@ -204,6 +242,33 @@ def _select(conn: sqlite3.Connection, table: str, limit: int | None, meta: bool)
     return [_decode(record, meta) for record in conn.execute(sql, params)]
 
 
+def _snapshot(conn: sqlite3.Connection) -> dict[str, TableSnapshot]:
+    declared: dict[str, dict[str, str]] = {}
+    has_columns = conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '_EmulatorColumns'"
+    ).fetchone()
+    if has_columns:
+        declared = {
+            name: json.loads(columns)
+            for name, columns in conn.execute(f"SELECT TableName, Columns FROM {_COLUMNS_TABLE}")
+        }
+    out: dict[str, TableSnapshot] = {}
+    for table in _row_tables(conn):
+        rows = conn.execute(f"SELECT _IngestedAt, _Row FROM {_quoted(table)} ORDER BY _Seq").fetchall()
+        out[table] = TableSnapshot(declared.get(table, {}), rows)
+    return out
+
+
+def _row_tables(conn: sqlite3.Connection) -> list[str]:
+    return [
+        name
+        for (name,) in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' "
+            "AND substr(name, 1, 1) != '_' ORDER BY name"
+        )
+    ]
+
+
 def _select_losses(conn: sqlite3.Connection, limit: int | None) -> list[Loss]:
     sql = f"SELECT {_LOSS_COLUMNS} FROM {_LOSS_TABLE} ORDER BY _Seq"
     params: tuple[int, ...] = ()
@@ -232,13 +297,20 @@ def list_tables(db: str | Path) -> list[str]:
     """
     conn = _open_read_only(db)
     try:
-        return [
-            name
-            for (name,) in conn.execute(
-                "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' "
-                "AND substr(name, 1, 1) != '_' ORDER BY name"
-            )
-        ]
+        return _row_tables(conn)
+    finally:
+        conn.close()
+
+
+def read_snapshot(db: str | Path) -> dict[str, TableSnapshot]:
+    """Every table of an emulator database file with its declared columns and rows, for queries.
+
+    :param db: Path of the SQLite file the emulator wrote (``--db``).
+    :raises FileNotFoundError: if there is no such file.
+    """
+    conn = _open_read_only(db)
+    try:
+        return _snapshot(conn)
     finally:
         conn.close()
 
