@@ -414,6 +414,10 @@ from sentinel_forwarder._rules_cli import rules  # noqa: E402
 
 main.add_command(rules)
 
+from sentinel_forwarder._verify_cli import verify  # noqa: E402
+
+main.add_command(verify)
+
 
 @main.command()
 @click.option("--db", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
