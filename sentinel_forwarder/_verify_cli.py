@@ -67,8 +67,8 @@ def verify(
     """Verify the hash chains of landed audit rows: every gap, alteration, broken link and fork.
 
     FILE holds the rows as JSON lines or a JSON array ('-' for standard input): an export, or a query's
-    output, e.g. ``az monitor log-analytics query ... -o json``. Rows may come in any order. Exits 0 if
-    every chain is intact, 1 if not.
+    output (az monitor log-analytics query ... -o json). Rows may come in any order. Exits 0 if every
+    chain is intact, 1 if not.
     """
     if (file is None) == (db is None):
         raise click.UsageError("give the rows: FILE (JSON lines or a JSON array, '-' for stdin) or --db FILE")
