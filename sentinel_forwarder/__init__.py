@@ -10,7 +10,16 @@ from ._buffering import (
     BufferingForwarder,
     ForwarderStatistics,
 )
-from ._chain import ChainBreak, HashChain, record_hash, verify_chain
+from ._chain import (
+    ChainBreak,
+    ChainHead,
+    ChainReport,
+    ChainSummary,
+    HashChain,
+    canonical_form,
+    record_hash,
+    verify_chain,
+)
 from ._entry import AuditEntry, Severity
 from ._health import ForwarderHealth
 from ._log_handler import AuditLogHandler
@@ -34,6 +43,9 @@ __all__ = [
     "BackgroundForwarder",
     "BufferingForwarder",
     "ChainBreak",
+    "ChainHead",
+    "ChainReport",
+    "ChainSummary",
     "Cloud",
     "Column",
     "ConfigurationError",
@@ -46,6 +58,7 @@ __all__ = [
     "Severity",
     "TableSchema",
     "add_sentinel_forwarder",
+    "canonical_form",
     "record_hash",
     "verify_chain",
 ]

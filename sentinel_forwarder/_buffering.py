@@ -45,8 +45,10 @@ import anyio.lowlevel
 from anyio.abc import TaskGroup, TaskStatus
 from opentelemetry import metrics
 
+from ._chain import Key
 from ._entry import AuditEntry, Severity
 from ._health import ForwarderHealth
+from ._heartbeat import Evidence, default_application
 from ._metrics import DropLog, ErrorLog, ForwarderAttributes, instruments_for
 from ._protocol import DROP_REASONS, AuditForwarder, DropReason, SendResult
 from ._spooling import SpoolPump
@@ -171,6 +173,14 @@ class BufferingForwarder:
     :param spool_max_bytes: the spool's budget of row JSON; when full, the lowest-severity, oldest rows are
         shed (``reason="shed"``) and a row never displaces one of higher severity.
     :param spool_max_age: seconds a row may wait in the spool; then it is dropped (``reason="expired"``).
+    :param chain: link the rows sent into a hash chain (``ChainId``, ``Sequence``, ``PreviousHash``,
+        ``Hash``), after ``min_severity`` and ``transform`` (docs/tamper-evidence.md). With a spool the
+        chain continues across restarts; without one each run (and each forked child) starts a new chain.
+    :param chain_key: a key for HMAC-SHA256 hashes (``str`` as UTF-8, or ``bytes``); without one, SHA-256.
+        Never logged, never in a ``repr``.
+    :param heartbeat_interval: seconds between heartbeat rows sent to *inner* (and one more at close);
+        ``None`` (the default here; ``add_sentinel_forwarder`` sends one every 60 s) or 0: none.
+    :param application: the application name heartbeat rows carry; the program's name by default.
     """
 
     def __init__(
@@ -190,6 +200,10 @@ class BufferingForwarder:
         spool: str | os.PathLike[str] | None = None,
         spool_max_bytes: int = DEFAULT_SPOOL_MAX_BYTES,
         spool_max_age: float = DEFAULT_SPOOL_MAX_AGE,
+        chain: bool = True,
+        chain_key: Key | None = None,
+        heartbeat_interval: float | None = None,
+        application: str | None = None,
     ) -> None:
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be at least 1, not {max_batch_size}")
@@ -211,6 +225,14 @@ class BufferingForwarder:
             raise ValueError(f"spool_max_bytes must be at least 1, not {spool_max_bytes}")
         if not spool_max_age > 0:
             raise ValueError(f"spool_max_age must be positive, not {spool_max_age}")
+        if heartbeat_interval is not None and not heartbeat_interval >= 0:
+            raise ValueError(f"heartbeat_interval must not be negative, not {heartbeat_interval}")
+        self._chain_options = (
+            chain,
+            chain_key,
+            heartbeat_interval or None,
+            application or default_application(),
+        )
         self._spool_dir = None if spool is None else os.fspath(spool)
         self._spool_max_bytes = spool_max_bytes
         self._spool_max_age = float(spool_max_age)
@@ -260,6 +282,8 @@ class BufferingForwarder:
 
         self._drop_log = DropLog(logger)
         self._errors = ErrorLog(logger)
+        chain, key, interval, application = self._chain_options
+        self._evidence = Evidence(self, chain=chain, key=key, interval=interval, application=application)
         self._spool_pump = (
             None
             if self._spool_dir is None
@@ -282,6 +306,7 @@ class BufferingForwarder:
         # drain deliver; the forwarder cancels them itself at the drain deadline.
         self._work_scopes: set[anyio.CancelScope] = set()
         self._aborted = False
+        self._drain_deadline = 0.0  # when closing, the drain's deadline (anyio.current_time())
 
     # -- fork ------------------------------------------------------------------------------------------
 
@@ -696,6 +721,8 @@ class BufferingForwarder:
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._pump, tg, name="sentinel_forwarder pump")
+                assert self._closing is not None
+                tg.start_soon(self._evidence.run, self._closing, name="sentinel_forwarder heartbeat")
                 task_status.started()
                 try:
                     await self._close_requested.wait()
@@ -705,6 +732,7 @@ class BufferingForwarder:
         finally:
             self._finish()
             with anyio.CancelScope(shield=True):
+                await self._evidence.final(self._drain_deadline - anyio.current_time())
                 await self._close_inner()
                 if self._spool_pump is not None:
                     await self._spool_pump.close()
@@ -717,6 +745,7 @@ class BufferingForwarder:
             self._accepting = False
         self._closing.set()
         self._set_wakeup()
+        self._drain_deadline = anyio.current_time() + self._drain_timeout
         with anyio.move_on_after(self._drain_timeout):
             await self._drained.wait()
         if not self._drained.is_set():
@@ -899,14 +928,14 @@ class BufferingForwarder:
             self._drop_log.record("unconfirmed", count, detail)
 
     def _apply_transform(self, batch: list[AuditEntry]) -> tuple[list[AuditEntry], int, list[int], list[int]]:
-        """Run the user's transform on each row; a row it fails on is dropped alone.
+        """Run the user's transform on each row (a row it fails on is dropped alone); link the rows kept.
 
         :returns: (rows to send, rows filtered out, the position in *batch* of each row to send, the
             positions of the rows dropped because the transform failed)
         """
         transform = self._transform
         if transform is None:
-            return batch, 0, list(range(len(batch))), []
+            return self._evidence.link(batch), 0, list(range(len(batch))), []
         rows: list[AuditEntry] = []
         kept: list[int] = []
         refused: list[int] = []
@@ -935,7 +964,7 @@ class BufferingForwarder:
                 )
         if failed:
             self._count_dropped("transform_error", failed, detail)
-        return rows, filtered, kept, refused
+        return self._evidence.link(rows), filtered, kept, refused
 
     def _account(self, result: SendResult) -> None:
         """Count a batch's result (under the lock, nothing that can fail)."""

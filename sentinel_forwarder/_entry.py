@@ -96,10 +96,13 @@ class AuditEntry:
     :param extra: user-defined columns, sent as top-level columns; the table and DCR must declare them.
         A copy is kept, read-only. Values are not checked here: a row that cannot be sent as JSON is
         dropped alone by the sink.
-    :raises TypeError: if ``summary``, ``detector_id``, ``session_id``, ``id``, ``hash`` or
-        ``previous_hash`` is not a ``str``; ``timestamp`` is not a :class:`~datetime.datetime`;
-        ``severity`` is not a :class:`Severity`, ``str`` or ``int`` (a ``bool`` is refused); or ``extra``
-        is not a mapping with ``str`` keys.
+    :param chain_id: the hash chain the record belongs to (``ChainId``); filled by the chain.
+    :param sequence: its position in that chain, from 1 (``Sequence``); 0 for a record not linked.
+    :param heartbeat: heartbeat rows only (``Heartbeat``): what the forwarder reports about itself.
+    :raises TypeError: if ``summary``, ``detector_id``, ``session_id``, ``id``, ``hash``,
+        ``previous_hash`` or ``chain_id`` is not a ``str``; ``sequence`` is not an ``int``; ``timestamp``
+        is not a :class:`~datetime.datetime`; ``severity`` is not a :class:`Severity`, ``str`` or ``int``
+        (a ``bool`` is refused); or ``extra`` is not a mapping with ``str`` keys.
     :raises ValueError: for a naive timestamp, or one outside years 1 to 9999 once converted to UTC; an
         unknown severity label or number; or an extra column name that is invalid, reserved or clashes
         with a column of the table.
@@ -114,6 +117,9 @@ class AuditEntry:
     hash: str = ""
     previous_hash: str = ""
     extra: Mapping[str, Any] = field(default_factory=lambda: _EMPTY, hash=False)
+    chain_id: str = ""
+    sequence: int = 0
+    heartbeat: Mapping[str, Any] | None = field(default=None, hash=False)
 
     if TYPE_CHECKING:  # what type checkers see of the generated __init__: severity may be a label or number
 
@@ -128,6 +134,9 @@ class AuditEntry:
             hash: str = "",
             previous_hash: str = "",
             extra: Mapping[str, Any] = ...,
+            chain_id: str = "",
+            sequence: int = 0,
+            heartbeat: Mapping[str, Any] | None = None,
         ) -> None: ...
 
     def __post_init__(self) -> None:
@@ -139,9 +148,12 @@ class AuditEntry:
             is type(self.id)
             is type(self.hash)
             is type(self.previous_hash)
+            is type(self.chain_id)
             is str
         ):
             self._check_strings()
+        if type(self.sequence) is not int:
+            raise TypeError(f"AuditEntry.sequence must be int, not {type(self.sequence).__name__}")
         if type(self.severity) is not Severity:
             object.__setattr__(self, "severity", _parse_severity(self.severity))
         ts = self.timestamp
@@ -158,7 +170,7 @@ class AuditEntry:
             object.__setattr__(self, "extra", _checked_extra(self.extra))
 
     def _check_strings(self) -> None:
-        for name in ("summary", "detector_id", "session_id", "id", "hash", "previous_hash"):
+        for name in ("summary", "detector_id", "session_id", "id", "hash", "previous_hash", "chain_id"):
             value = getattr(self, name)
             if not isinstance(value, str):
                 raise TypeError(f"AuditEntry.{name} must be str, not {type(value).__name__}")
@@ -174,7 +186,11 @@ class AuditEntry:
             "Summary": self.summary,
             "Hash": self.hash,
             "PreviousHash": self.previous_hash,
+            "ChainId": self.chain_id,
+            "Sequence": self.sequence,
         }
+        if self.heartbeat is not None:
+            row["Heartbeat"] = self.heartbeat
         if self.extra:
             row.update(self.extra)
         return row
@@ -198,9 +214,21 @@ class AuditEntry:
                 hash=row.get("Hash", ""),
                 previous_hash=row.get("PreviousHash", ""),
                 extra={k: v for k, v in row.items() if k not in _CORE_COLUMNS},
+                chain_id=row.get("ChainId") or "",
+                sequence=int(row.get("Sequence") or 0),
+                heartbeat=_dynamic(row.get("Heartbeat")),
             )
         except KeyError as exc:
             raise ValueError(f"the row has no {exc.args[0]} column") from None
+
+
+def _dynamic(value: Any) -> Mapping[str, Any] | None:
+    """A ``dynamic`` column's object as sent, or as read back (a JSON string)."""
+    if isinstance(value, str):
+        value = json.loads(value) if value else None
+    if value is None or isinstance(value, Mapping):
+        return value
+    raise ValueError(f"Heartbeat must be a JSON object, not {type(value).__name__}")
 
 
 def encode_row(entry: AuditEntry) -> bytes:

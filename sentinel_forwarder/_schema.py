@@ -162,7 +162,14 @@ AUDIT_TABLE = TableSchema(
         Column("Severity", "string", "None, Low, Medium, High or Critical."),
         Column("DetectorId", "string", "The detector that produced the record, e.g. pii-leak."),
         Column("Summary", "string", "Human-readable description of the event."),
-        Column("Hash", "string", "SHA-256 (hex) over the canonical record, including PreviousHash."),
+        Column("Hash", "string", "SHA-256, or HMAC-SHA256 when keyed (hex), over the canonical record."),
         Column("PreviousHash", "string", "Hash of the previous record in the chain; empty for the first."),
+        Column(
+            "ChainId", "string", "The hash chain the record belongs to: one per forwarder instance and run."
+        ),
+        Column("Sequence", "long", "Position of the record in its chain, from 1 (0: not linked)."),
+        Column(
+            "Heartbeat", "dynamic", "Heartbeat rows only: the forwarder's identity, counters and chain head."
+        ),
     ),
 )

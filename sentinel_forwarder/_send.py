@@ -48,6 +48,7 @@ _TEXT_COLUMNS: Mapping[str, str] = {
     "Summary": "summary",
     "Hash": "hash",
     "PreviousHash": "previous_hash",
+    "ChainId": "chain_id",
 }
 _COLUMNS = frozenset(c.name for c in AUDIT_TABLE.columns)
 #: Errors shown in full; later ones are counted only.
@@ -242,7 +243,13 @@ async def _forward_all(
 ) -> None:
     assert settings.endpoint is not None and settings.rule_id is not None
     # The same forwarder as an app's, without a spool: a command reports what it delivered before it ends.
-    forwarder = _build(replace(settings, spool=None), credential, None, None, name="sentinel-forwarder-send")
+    forwarder = _build(
+        replace(settings, spool=None, heartbeat_interval=0.0),
+        credential,
+        None,
+        None,
+        name="sentinel-forwarder-send",
+    )
     bar = Progress(
         SpinnerColumn(),
         TextColumn(

@@ -10,7 +10,7 @@ import math
 import os
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from ._azure import CLOUD_AUDIENCES
@@ -185,6 +185,10 @@ _PARSERS: Mapping[str, Callable[[str], Any]] = {
     "spool_max_age": _positive_float,
     "credential": _credential,
     "check_on_start": _check_mode,
+    "chain": _flag,
+    "chain_key": _text,
+    "heartbeat_interval": _non_negative_float,
+    "application": _text,
 }
 
 _SECONDS = "a number of seconds without a unit, e.g. 5 or 0.5"
@@ -214,6 +218,10 @@ _VALID: Mapping[str, str] = {
     "spool_max_bytes": "a whole number of bytes, at least 1, e.g. 1073741824 (1 GiB)",
     "spool_max_age": f"{_SECONDS}, more than 0, e.g. 86400",
     "check_on_start": "off, log or raise",
+    "chain": "true or false",
+    "chain_key": "a secret text (its UTF-8 bytes are the HMAC key)",
+    "heartbeat_interval": f"{_SECONDS}, 0 or more (0: no heartbeats), e.g. 60",
+    "application": "the application's name, e.g. chat-api",
 }
 #: The token ``credential="emulator"`` hands out instead of its fixed one (an emulator with ``--token``).
 EMULATOR_TOKEN_VARIABLE = ENV_PREFIX + "EMULATOR_TOKEN"
@@ -246,6 +254,10 @@ class ForwarderSettings:
     credential: str = "default"
     #: Probe the service when the forwarder opens: ``off``, ``log`` or ``raise`` (see ``_check``).
     check_on_start: str = "off"
+    chain: bool = True  # link the rows sent into a hash chain (docs/tamper-evidence.md)
+    chain_key: str | None = field(default=None, repr=False)  # HMAC key: never shown
+    heartbeat_interval: float | None = None  # seconds; 0: none; None: DEFAULT_HEARTBEAT_INTERVAL (60)
+    application: str | None = None  # in heartbeat rows; None: the program's name
 
     @classmethod
     def resolve(
@@ -303,6 +315,8 @@ def _malformed(name: str, source: str, raw: Any, exc: Exception) -> str:
         problem = f"{whose} value is refused: {exc}"  # parse_endpoint quotes the URL, its password redacted
     else:
         shown = repr(raw) if len(repr(raw)) <= 80 else repr(raw)[:77] + "..."
+        if name == "chain_key":
+            shown = "(not shown)"  # a secret
         problem = f"{whose} value {shown} {exc}"
     valid = _VALID.get(name)
     expected = f"; expected {valid}" if valid else ""
@@ -322,7 +336,7 @@ def _warn_unknown_variables(env: Mapping[str, str], names: list[str]) -> None:
 
 def _check(name: str, value: Any) -> Any:
     """Validate a non-string argument by the same rules as its environment variable."""
-    if name in ("connection_verify", "drain_on_sigterm") and isinstance(value, bool):
+    if name in ("connection_verify", "drain_on_sigterm", "chain") and isinstance(value, bool):
         return value
     if name == "min_severity":
         return _severity(value)

@@ -20,6 +20,7 @@ import anyio
 import anyio.to_thread
 from azure.core.credentials import TokenCredential
 
+from . import _heartbeat
 from ._azure import AzureSentinelForwarder
 from ._background import BackgroundForwarder
 from ._buffering import BufferingForwarder, Transform
@@ -75,6 +76,14 @@ def _build(
         spool_max_bytes=settings.spool_max_bytes,
         spool_max_age=settings.spool_max_age,
         name=name,
+        chain=settings.chain,
+        chain_key=settings.chain_key,
+        heartbeat_interval=(
+            _heartbeat.DEFAULT_HEARTBEAT_INTERVAL
+            if settings.heartbeat_interval is None
+            else settings.heartbeat_interval
+        ),
+        application=settings.application,
     )
 
 
@@ -112,6 +121,10 @@ class SetupOptions(TypedDict, total=False):
     spool_max_bytes: int | None
     spool_max_age: float | None
     check_on_start: Literal["off", "log", "raise"] | None
+    chain: bool | None
+    chain_key: str | None
+    heartbeat_interval: float | None
+    application: str | None
     environ: Mapping[str, str] | None
     backend: Literal["asyncio", "trio"]
 
@@ -148,6 +161,10 @@ def add_sentinel_forwarder(
     spool_max_bytes: int | None = None,
     spool_max_age: float | None = None,
     check_on_start: Literal["off", "log", "raise"] | None = None,
+    chain: bool | None = None,
+    chain_key: str | None = None,
+    heartbeat_interval: float | None = None,
+    application: str | None = None,
     environ: Mapping[str, str] | None = None,
     backend: Literal["asyncio", "trio"] = "asyncio",
 ) -> BackgroundForwarder | BufferingForwarder:
@@ -181,6 +198,10 @@ def add_sentinel_forwarder(
         (an empty request, nothing written; docs/configuration.md#check-on-start). ``raise`` raises
         :class:`ConfigurationError` for what will not heal (wrong endpoint, certificate, 401, 404); a 403
         (a role still propagating) and transient failures are logged.
+    :param chain: link the rows sent into a hash chain (on by default); ``chain_key`` makes the hashes
+        HMAC-SHA256 (docs/tamper-evidence.md).
+    :param heartbeat_interval: seconds between heartbeat rows (60 by default; 0: none); ``application``
+        names the application in them.
     :param backend: the background thread's event loop (no-app mode).
     :raises ConfigurationError: at startup, naming a missing or malformed setting.
     """
@@ -205,6 +226,10 @@ def add_sentinel_forwarder(
         spool_max_bytes=spool_max_bytes,
         spool_max_age=spool_max_age,
         check_on_start=check_on_start,
+        chain=chain,
+        chain_key=chain_key,
+        heartbeat_interval=heartbeat_interval,
+        application=application,
         credential=credential if isinstance(credential, str) else None,
     )
     token_credential = None if isinstance(credential, str) else credential

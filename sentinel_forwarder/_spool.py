@@ -7,7 +7,9 @@ is dead, so their rows are copied into its own file (oldest first) and the file 
 cannot read is renamed ``*.corrupt`` and logged at ERROR; it never stops the forwarder.
 
 Two tables: ``rows`` (waiting for delivery, in id order, which is arrival order) and ``dead`` (refused by
-the service, kept with its answer for an operator to read, replay or purge). ``journal_mode=WAL`` with
+the service, kept with its answer for an operator to read, replay or purge); and the head of the process's
+hash chain (``chain``: id, sequence, last hash), written with the rows it linked, so that the process that
+adopts the file continues the chain. ``journal_mode=WAL`` with
 ``synchronous=NORMAL``: a commit survives the process being killed (the data is in the operating system's
 cache); a power failure may lose the last commits.
 
@@ -62,6 +64,12 @@ CREATE TABLE IF NOT EXISTS dead (
     reason TEXT NOT NULL,
     error TEXT NOT NULL,
     failed REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS chain (
+    one INTEGER PRIMARY KEY CHECK (one = 1),
+    chain_id TEXT NOT NULL,
+    sequence INTEGER NOT NULL,
+    hash TEXT NOT NULL
 );
 """
 #: Rows copied per statement when adopting a dead process's file.
@@ -336,6 +344,9 @@ class Spool:
                 )
                 dead_rows = len(dead)
                 dead_size = sum(len(d[2]) for d in dead)
+                with contextlib.suppress(sqlite3.Error):  # a file of an earlier version has no chain table
+                    head = source.execute("SELECT chain_id, sequence, hash FROM chain").fetchall()
+                    db.executemany("INSERT OR IGNORE INTO chain VALUES (1, ?, ?, ?)", head)
         except sqlite3.Error as exc:  # rolled back, counters read again
             with contextlib.suppress(sqlite3.Error):
                 source.close()
@@ -353,6 +364,11 @@ class Spool:
         if copied:
             logger.info("sentinel-forwarder: adopted %d spooled rows from %s", copied, other.name)
         return copied
+
+    def chain_head(self) -> tuple[str, int, str] | None:
+        """The head of the chain stored here (its own, or taken over from a dead process's file)."""
+        found = self.db.execute("SELECT chain_id, sequence, hash FROM chain").fetchone()
+        return None if found is None else (str(found[0]), int(found[1]), str(found[2]))
 
     def recount(self) -> None:
         """Read the counters from the file (after an operator command changed it)."""
@@ -386,12 +402,13 @@ class Spool:
         max_bytes: int,
         busy: Sequence[tuple[int, int]] = (),
         now: float | None = None,
+        head: tuple[str, int, str] | None = None,
     ) -> Appended:
         """Store *rows* (severity, JSON) in one transaction, shedding to stay within *max_bytes*.
 
         When full, the lowest-severity rows go first and, among equals, the oldest: a row never displaces
         one of higher severity (a new row is shed itself instead). Rows in the id ranges *busy* (being
-        delivered) are never shed.
+        delivered) are never shed. *head* (chain id, sequence, hash) is stored in the same transaction.
         """
         now = time.time() if now is None else now
         incoming = sum(len(d) for _, d in rows)
@@ -413,6 +430,8 @@ class Spool:
                     if k:
                         ids[i] = first + n
                         n += 1
+            if head is not None:
+                db.execute("INSERT OR REPLACE INTO chain VALUES (1, ?, ?, ?)", head)
         self.rows += len(kept)
         self.bytes += sum(len(d) for _, _, d in kept)
         return Appended(ids, shed_stored, shed_ids)

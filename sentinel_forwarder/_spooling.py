@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Final
 import anyio
 from anyio.abc import TaskGroup
 
+from ._chain import ChainHead
 from ._entry import AuditEntry, Severity, encode_row
 from ._protocol import DropReason, RowOutcome, SendResult
 from ._spool import Appended, Spool
@@ -121,6 +122,10 @@ class SpoolPump:
         """
         await self._io(self.spool.open)
         await self._maintain(force=True)
+        head = await self._io(self.spool.chain_head)
+        if head is not None:
+            assert isinstance(head, tuple)
+            self._fw._evidence.resume(ChainHead(*head))
 
     async def close(self) -> None:
         try:
@@ -284,7 +289,15 @@ class SpoolPump:
             positions.append(start + 1 + i)
         if records:
             try:
-                appended = await self._io(self.spool.append, records, self._max_bytes, self._busy_ranges())
+                head = fw._evidence.head()
+                appended = await self._io(
+                    self.spool.append,
+                    records,
+                    self._max_bytes,
+                    self._busy_ranges(),
+                    None,
+                    None if head is None else (head.chain_id, head.sequence, head.hash),
+                )
             except Exception as exc:  # the disk failed: these rows are lost, say so
                 fw._errors.error("sentinel-forwarder: could not write to the spool", exc)
                 self._count(SendResult.failed("sink_error", len(records), f"spool write failed: {exc}"))

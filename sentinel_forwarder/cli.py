@@ -420,6 +420,10 @@ from sentinel_forwarder._check_cli import check  # noqa: E402
 
 main.add_command(check)
 
+from sentinel_forwarder._verify_cli import verify  # noqa: E402
+
+main.add_command(verify)
+
 
 @main.command()
 @click.option("--db", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))

@@ -59,3 +59,16 @@ def emu(emulator: Emulator) -> Iterator[Emulator]:
     emulator.reset()
     yield emulator
     emulator.reset()
+
+
+@pytest.fixture(autouse=True)
+def _no_default_heartbeats(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``add_sentinel_forwarder`` sends a heartbeat row every 60 s and one at close by default; tests that
+    count landed audit rows would see it. Here the default is no heartbeats (also in child processes), unless
+    a test is marked ``@pytest.mark.heartbeats``; tests that pass ``heartbeat_interval`` get what they ask."""
+    if request.node.get_closest_marker("heartbeats") is not None:
+        return
+    from sentinel_forwarder import _heartbeat
+
+    monkeypatch.setattr(_heartbeat, "DEFAULT_HEARTBEAT_INTERVAL", 0.0)
+    monkeypatch.setenv("SENTINEL_FORWARDER_HEARTBEAT_INTERVAL", "0")

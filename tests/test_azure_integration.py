@@ -12,6 +12,7 @@ from sentinel_forwarder import (
     AuditEntry,
     AzureSentinelForwarder,
     Severity,
+    verify_chain,
 )
 from sentinel_forwarder.emulator import Emulator, EmulatorCredential
 
@@ -25,8 +26,13 @@ async def test_rows_land_as_sent(emu: Emulator) -> None:
     landed = emu.rows(emu.table)
     assert sorted(r["Id"] for r in landed) == sorted(e.id for e in entries)
     by_id = {e.id: e.to_row() for e in entries}
+    linked = ("Hash", "PreviousHash", "ChainId", "Sequence")  # filled in by the forwarder's chain
     for row in landed:
-        assert {k: row[k] for k in by_id[row["Id"]]} == by_id[row["Id"]]
+        assert {k: row[k] for k in by_id[row["Id"]] if k not in linked} == {
+            k: v for k, v in by_id[row["Id"]].items() if k not in linked
+        }
+    report = verify_chain(landed, previous_hash="")
+    assert report.ok and report.rows == 250 and report.chains[0].last == 250
     assert emu.stats().by_status == {204: 1}  # the 250 rows waiting at close were coalesced into one request
 
 

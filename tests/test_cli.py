@@ -28,7 +28,12 @@ def landed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     db = tmp_path_factory.mktemp("rows") / "emulator.sqlite"
     with Emulator(db=str(db)) as emu:
         handle = add_sentinel_forwarder(
-            endpoint=emu.endpoint, rule_id=emu.rule_id, credential="emulator", max_batch_size=1, environ={}
+            endpoint=emu.endpoint,
+            rule_id=emu.rule_id,
+            credential="emulator",
+            max_batch_size=1,
+            environ={},
+            heartbeat_interval=0,
         )
         for i in range(12):
             entry = AuditEntry(

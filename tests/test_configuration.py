@@ -259,4 +259,5 @@ def test_only_environment_variables_reach_the_tls_emulator_and_load_no_emulator_
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "1 {} []"
-    assert tls_emulator.count(tls_emulator.table) == before + 1
+    # the row, and the forwarder's final heartbeat (on by default, one every 60 s and one at close)
+    assert tls_emulator.count(tls_emulator.table) == before + 2

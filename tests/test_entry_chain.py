@@ -22,7 +22,10 @@ def test_row_has_exactly_the_table_columns() -> None:
         timestamp=datetime(2026, 1, 2, 3, 4, 5, 6000, tzinfo=timezone(timedelta(hours=2))),
     )
     row = entry.to_row()
-    assert list(row) == [c.name for c in AUDIT_TABLE.columns]
+    # every column of the table; Heartbeat only on heartbeat rows
+    assert list(row) == [c.name for c in AUDIT_TABLE.columns if c.name != "Heartbeat"]
+    beat = dataclasses.replace(entry, heartbeat={"sent": 1}).to_row()
+    assert list(beat) == [c.name for c in AUDIT_TABLE.columns]
     assert row["TimeGenerated"] == "2026-01-02T01:04:05.006000Z"
     assert row["Severity"] == "Critical"
     assert entry.severity is Severity.CRITICAL
@@ -66,10 +69,11 @@ def test_chain_links_and_verifies() -> None:
     assert entries[0].previous_hash == ""
     for prev, cur in itertools.pairwise(entries):
         assert cur.previous_hash == prev.hash
-    assert len({e.hash for e in entries}) == 5
-    assert verify_chain(entries, previous_hash="") is None
+    assert [e.sequence for e in entries] == [1, 2, 3, 4, 5]
+    assert len({e.hash for e in entries}) == 5 and len({e.chain_id for e in entries}) == 1
+    assert verify_chain(entries, previous_hash="").ok
     # landed rows (mappings) verify the same way
-    assert verify_chain([e.to_row() for e in entries]) is None
+    assert not verify_chain([e.to_row() for e in entries])
 
 
 def test_hash_covers_previous_hash() -> None:
@@ -80,7 +84,7 @@ def test_hash_covers_previous_hash() -> None:
 def test_verifier_finds_altered_row() -> None:
     rows = [e.to_row() for e in chain_of(5)]
     rows[2]["Summary"] = "nothing to see"
-    brk = verify_chain(rows)
+    brk = verify_chain(rows).first
     assert brk is not None and (brk.index, brk.kind, brk.id) == (2, "hash", rows[2]["Id"])
     assert "content does not match" in str(brk)
 
@@ -88,15 +92,15 @@ def test_verifier_finds_altered_row() -> None:
 def test_verifier_finds_missing_row() -> None:
     rows = [e.to_row() for e in chain_of(5)]
     del rows[3]
-    brk = verify_chain(rows)
-    assert brk is not None and (brk.index, brk.kind) == (3, "link")
+    brk = verify_chain(rows).first
+    assert brk is not None and (brk.index, brk.kind, brk.sequence) == (3, "gap", 4)
 
 
 def test_verifier_checks_the_start_when_asked() -> None:
     entries = chain_of(3)
-    assert verify_chain(entries[1:]) is None
-    brk = verify_chain(entries[1:], previous_hash="")
-    assert brk is not None and (brk.index, brk.kind) == (0, "link")
+    assert verify_chain(entries[1:]).ok
+    brk = verify_chain(entries[1:], previous_hash="").first
+    assert brk is not None and (brk.index, brk.kind, brk.expected) == (0, "gap", "Sequence 1")
 
 
 def test_chain_is_thread_safe_and_resumable() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import sqlite3
 import sys
@@ -19,6 +20,7 @@ from sentinel_forwarder import (
     SendResult,
     Severity,
     _spool,
+    verify_chain,
 )
 from sentinel_forwarder._protocol import RowOutcome
 from sentinel_forwarder.testing import RecordingForwarder
@@ -102,7 +104,11 @@ async def test_rows_left_at_close_are_delivered_first_by_the_next_forwarder(tmp_
     second = f2.statistics()
     assert second.recovered == 50 and second.sent == 60 and balanced(second)
     assert [e.id for e in sink.rows] == [e.id for e in old + new]
-    assert sink.rows[0] == old[0]  # read back from disk as it was sent
+    # read back from disk as it was linked (not linked again), and the new run continued the same chain
+    assert dataclasses.replace(sink.rows[0], hash="", chain_id="", sequence=0, previous_hash="") == old[0]
+    assert [e.sequence for e in sink.rows] == list(range(1, 61))
+    assert len({e.chain_id for e in sink.rows}) == 1
+    assert verify_chain(sink.rows, previous_hash="").ok
 
 
 async def test_closing_does_not_wait_out_a_failing_service(tmp_path: Path) -> None:

@@ -444,6 +444,18 @@ WORKBOOK_PANELS: Sequence[tuple[str, str, str]] = (
         "AISentinelAudit_CL\n| summarize LastSeen = max(TimeGenerated), Records = count()\n"
         "| extend MinutesSilent = datetime_diff('minute', now(), LastSeen)",
     ),
+    (
+        "Forwarder health (heartbeats per instance)",
+        "table",
+        'AISentinelAudit_CL\n| where DetectorId == "sentinel-forwarder.heartbeat"\n'
+        "| extend Application = tostring(Heartbeat.application), Instance = tostring(Heartbeat.instance)\n"
+        "| summarize LastHeartbeat = max(TimeGenerated), Offered = sum(toint(Heartbeat.offered)), "
+        "Sent = sum(toint(Heartbeat.sent)), Dropped = sum(toint(Heartbeat.dropped_total)), "
+        "Unconfirmed = sum(toint(Heartbeat.unconfirmed)) "
+        "by Application, Instance\n"
+        "| extend MinutesSilent = datetime_diff('minute', now(), LastHeartbeat)\n"
+        "| order by Dropped desc, MinutesSilent desc",
+    ),
 )
 
 

@@ -68,13 +68,13 @@ def _weighted(rng: random.Random) -> str:
 
 
 def build_rows(n: int, *, seed: int = SEED) -> list[dict[str, Any]]:
-    """*n* realistic rows, as sent: one hash chain per session, 1-40 records per session."""
+    """*n* realistic rows, as sent: linked by one forwarder's hash chain, 1-40 records per session."""
     rng = random.Random(seed)
     start = datetime(2024, 6, 1, tzinfo=timezone.utc)
     rows: list[dict[str, Any]] = []
+    chain = HashChain(chain_id=str(uuid.UUID(int=rng.getrandbits(128), version=4)))
     while len(rows) < n:
         session = str(uuid.UUID(int=rng.getrandbits(128), version=4))
-        chain = HashChain()
         for _ in range(min(rng.randint(1, 40), n - len(rows))):
             detector, summary = rng.choice(_EVENTS)
             summary += f" (score {rng.random():.2f}, request {rng.getrandbits(48):012x})"

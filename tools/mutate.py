@@ -160,7 +160,82 @@ MUTANTS = [
         "self._on_dropped(reason, n, result.error_for(reason))",
         "self._on_dropped(reason, n, result.error)",
     ),
-    Mutant("HashChain lock", f"{PKG}/_chain.py", "with self._lock:", "if True:"),
+    Mutant(
+        "HashChain lock",
+        f"{PKG}/_chain.py",
+        "        with self._lock:\n            return self._link(entry)\n",
+        "        return self._link(entry)\n",
+    ),
+    # -- evidence: the chain in the pump, its canonical form and verifier, heartbeats (issue 13) ---------
+    Mutant(
+        "evidence: rows are linked after the transform",
+        f"{PKG}/_buffering.py",
+        "        return self._evidence.link(rows), filtered, kept, refused",
+        "        return rows, filtered, kept, refused",
+    ),
+    Mutant(
+        "evidence: HMAC with the key",
+        f"{PKG}/_chain.py",
+        "        if self._key is None:\n            digest = hashlib.sha256(data).hexdigest()",
+        "        if True:\n            digest = hashlib.sha256(data).hexdigest()",
+    ),
+    Mutant(
+        "evidence: integral reals read back as ints",
+        f"{PKG}/_chain.py",
+        "        return int(value)\n    if isinstance(value, str):",
+        "        return value\n    if isinstance(value, str):",
+    ),
+    Mutant(
+        "evidence: datetimes in the service's format",
+        f"{PKG}/_chain.py",
+        'micros = int((fraction or "0")[:6].ljust(6, "0"))',
+        'micros = int(fraction or "0")',
+    ),
+    Mutant(
+        "evidence: every gap is reported",
+        f"{PKG}/_chain.py",
+        "        if previous is not None and seq > previous[0] + 1:",
+        "        if False:",
+    ),
+    Mutant(
+        "evidence: forks are reported", f"{PKG}/_chain.py", "        if len(rows) > 1:", "        if False:"
+    ),
+    Mutant(
+        "evidence: a heartbeat's chain head shows rows missing at the end",
+        f"{PKG}/_chain.py",
+        "    if reported_head and reported_head > last:",
+        "    if False:",
+    ),
+    Mutant(
+        "evidence: the spool stores the chain head with the rows",
+        f"{PKG}/_spool.py",
+        '                db.execute("INSERT OR REPLACE INTO chain VALUES (1, ?, ?, ?)", head)',
+        "                pass",
+    ),
+    Mutant(
+        "evidence: a forked child starts a new chain",
+        f"{PKG}/_buffering.py",
+        "        self._evidence = Evidence(",
+        "        self._evidence = getattr(self, '_evidence', None) or Evidence(",
+    ),
+    Mutant(
+        "evidence: heartbeats report deltas",
+        f"{PKG}/_heartbeat.py",
+        "{k: totals[k] - base.get(k, 0) for k in _DELTAS}",
+        "{k: totals[k] for k in _DELTAS}",
+    ),
+    Mutant(
+        "evidence: a failed heartbeat hands its counts on",
+        f"{PKG}/_heartbeat.py",
+        "        if delivered:\n            self._baseline = _totals(stats)",
+        "        self._baseline = _totals(stats)\n        if delivered:",
+    ),
+    Mutant(
+        "evidence: the final heartbeat at close",
+        f"{PKG}/_buffering.py",
+        "                await self._evidence.final(self._drain_deadline - anyio.current_time())\n",
+        "",
+    ),
     # -- the Azure sink and its retry policy ------------------------------------------------------------
     Mutant(
         "gzip halving of an incompressible chunk",

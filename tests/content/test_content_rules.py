@@ -52,7 +52,10 @@ def test_required_scenarios_are_covered() -> None:
     # links are looked up by hash (order-independent): missing predecessors and forks
     assert "join kind=leftanti (known) on $left.PreviousHash == $right.Hash" in chain
     assert "Successors > 1" in chain and "isnotempty(PreviousHash)" in chain
-    assert "LastSeen" in queries["AuditSilence"]
+    assert '"sentinel-forwarder.heartbeat"' in queries["ForwarderSilent"]
+    assert "not(Final)" in queries["ForwarderSilent"] and "by Instance" in queries["ForwarderSilent"]
+    assert "Heartbeat.dropped_total" in queries["AuditDroppedAtSource"]
+    assert "Missing = Last - First + 1 - Landed" in queries["AuditSequenceGap"]
     assert "baseline" in queries["CriticalSpike"].lower()
     for detector, file in gen.DETECTOR_IDS.items():
         assert f'"{detector}"' in queries[Path(file).stem]
