@@ -18,7 +18,7 @@ from _common import audit_rows, emulator_process, emulator_stats, machine, set_f
 from azure.monitor.ingestion import LogsIngestionClient
 
 from sentinel_forwarder import AuditEntry, AzureSentinelForwarder, BufferingForwarder
-from sentinel_forwarder._azure import _gzip_chunks
+from sentinel_forwarder._wire import gzip_chunks as _gzip_chunks
 from sentinel_forwarder.testing import AsyncEmulatorCredential, EmulatorCredential
 
 

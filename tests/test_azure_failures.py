@@ -208,7 +208,7 @@ async def test_408_and_other_retryable_statuses_are_retried(emu: Emulator) -> No
 def test_incompressible_chunks_are_halved_until_they_fit() -> None:
     import os
 
-    from sentinel_forwarder._azure import _gzip_chunks
+    from sentinel_forwarder._wire import gzip_chunks as _gzip_chunks
 
     # Random bytes do not compress: one 1,000,000-byte chunk would gzip to a little more than the limit.
     pieces = [os.urandom(99_990) for _ in range(10)]
