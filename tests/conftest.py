@@ -4,6 +4,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from sentinel_forwarder._wire import Codec
 from sentinel_forwarder.emulator import Emulator
 
 
@@ -59,3 +60,15 @@ def emu(emulator: Emulator) -> Iterator[Emulator]:
     emulator.reset()
     yield emulator
     emulator.reset()
+
+
+@pytest.fixture(params=["installed", "stdlib"])
+def codec(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Codec:
+    """Each wire codec in turn: the one installed (orjson and ISA-L, the ``fast`` extra, which the ``test``
+    extra installs), then the standard library's fallback (json and zlib), for sinks made in the test."""
+    from sentinel_forwarder import _azure, _wire
+
+    chosen = _wire.CODEC if request.param == "installed" else _wire.STDLIB
+    monkeypatch.setattr(_azure, "CODEC", chosen)
+    monkeypatch.setattr(_wire, "CODEC", chosen)
+    return chosen

@@ -164,8 +164,8 @@ MUTANTS = [
     # -- the Azure sink and its retry policy ------------------------------------------------------------
     Mutant(
         "gzip halving of an incompressible chunk",
-        f"{PKG}/_azure.py",
-        "if len(body) <= MAX_REQUEST_BYTES or end - start == 1:",
+        f"{PKG}/_wire.py",
+        "if len(gz) <= MAX_REQUEST_BYTES or end - start == 1:",
         "if True:",
     ),
     Mutant(
@@ -182,7 +182,7 @@ MUTANTS = [
     ),
     Mutant(
         "a row that fails to serialise is dropped alone",
-        f"{PKG}/_azure.py",
+        f"{PKG}/_wire.py",
         "            except Exception as exc:  # any failure to serialise is this row's alone",
         "            except (TypeError, ValueError) as exc:  # any failure to serialise is this row's alone",
     ),
@@ -191,6 +191,43 @@ MUTANTS = [
         f"{PKG}/_azure.py",
         "        if record.ambiguous:\n",
         "        if False:\n",
+    ),
+    # -- the wire encoding (_wire) ------------------------------------------------------------------------
+    Mutant(
+        "wire: non-finite floats go through json",
+        f"{PKG}/_wire.py",
+        "if t is float and math.isfinite(v):",
+        "if t is float:",
+    ),
+    Mutant(
+        "wire: big integers go through json",
+        f"{PKG}/_wire.py",
+        "if t is int and _I64_MIN <= v < _U64_END:",
+        "if t is int:",
+    ),
+    Mutant(
+        "wire: orjson writes only timestamps with microseconds",
+        f"{PKG}/_wire.py",
+        "ts if ts.tzinfo is _UTC and ts.microsecond else",
+        "ts if ts.tzinfo is _UTC else",
+    ),
+    Mutant(
+        "wire: a chunk that cannot be serialised whole is sifted row by row",
+        f"{PKG}/_wire.py",
+        "            enc.one(value)\n",
+        "            pass\n",
+    ),
+    Mutant(
+        "wire: chunks fill up to the limit",
+        f"{PKG}/_wire.py",
+        "take = max(1, min(take - 1, int(take * 0.98 * MAX_REQUEST_BYTES / len(body))))",
+        "take = max(1, take // 2)",
+    ),
+    Mutant(
+        "wire: the cached minute",
+        f"{PKG}/_entry.py",
+        "    if last[0] != minute:",
+        "    if not last[1]:",
     ),
     Mutant(
         "daemon upload threads",
