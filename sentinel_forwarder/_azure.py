@@ -27,7 +27,6 @@ from typing import Any, Literal
 
 from azure.core.credentials import TokenCredential
 from azure.core.exceptions import AzureError, ClientAuthenticationError, HttpResponseError
-from azure.core.pipeline.transport import RequestsTransport
 
 from ._endpoint import parse_endpoint
 from ._entry import AuditEntry
@@ -45,6 +44,7 @@ from ._retry import (
     UnreachableError,
 )
 from ._schema import AUDIT_TABLE
+from ._transport import ingestion_transport
 from ._wire import CODEC, MAX_REQUEST_BYTES, STDLIB, compressed, plan
 from ._workers import DaemonWorkers
 
@@ -181,25 +181,18 @@ class AzureSentinelForwarder(AuditSink):
             raise RuntimeError("this AzureSentinelForwarder is closed; create a new one")
         if self._client is not None:
             return
-        import requests
         from azure.monitor.ingestion import LogsIngestionClient
 
         if self._credential is None:
             from azure.identity import DefaultAzureCredential
 
             self._credential = DefaultAzureCredential(authority=_AUTHORITIES[self.cloud])
-        session = requests.Session()
-        adapter = requests.adapters.HTTPAdapter(
-            pool_connections=1, pool_maxsize=self._max_uploads, max_retries=0
-        )
-        session.mount("https://", adapter)
-        session.mount("http://", adapter)
-        transport = RequestsTransport(
-            session=session,
-            session_owner=True,
+        transport = ingestion_transport(
+            self.endpoint,
+            pool_size=self._max_uploads,
             connection_timeout=self._connection_timeout,
             read_timeout=self._read_timeout,
-            connection_verify=self._verify,
+            verify=self._verify,
         )
         retry = IngestionRetryPolicy(
             max_retries=self._max_retries,

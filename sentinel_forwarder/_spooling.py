@@ -37,9 +37,10 @@ from typing import TYPE_CHECKING, Final
 import anyio
 from anyio.abc import TaskGroup
 
-from ._entry import AuditEntry, Severity, encode_row
+from ._entry import AuditEntry, Severity
 from ._protocol import DropReason, RowOutcome, SendResult
 from ._spool import Appended, Spool
+from ._wire import encode_row
 from ._workers import DaemonWorkers
 
 if TYPE_CHECKING:

@@ -229,6 +229,25 @@ MUTANTS = [
         "    if last[0] != minute:",
         "    if not last[1]:",
     ),
+    # -- the transport (_transport) ----------------------------------------------------------------------
+    Mutant(
+        "transport: no environment look-ups per request (nor .netrc)",
+        f"{PKG}/_transport.py",
+        "    session.trust_env = False",
+        "    session.trust_env = True",
+    ),
+    Mutant(
+        "transport: proxies resolved at open",
+        f"{PKG}/_transport.py",
+        "    session.proxies.update(requests.utils.get_environ_proxies(endpoint))\n",
+        "",
+    ),
+    Mutant(
+        "transport: the environment's CA bundle",
+        f"{PKG}/_transport.py",
+        '        verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True',
+        "        pass",
+    ),
     Mutant(
         "daemon upload threads",
         f"{PKG}/_workers.py",
