@@ -295,11 +295,11 @@ def report(
 ) -> str:
     fast, slow = table[0.0], table[0.05]
     lines = [
-        f"Machine: {machine()}; codec {_wire.CODEC.name}. Emulator in sink mode (validates, stores nothing) "
-        f"in its own process; rows of ~340 bytes of JSON; {rounds} interleaved round(s), medians; the whole run "
-        f"took {seconds / 60:.1f} min. Rows/s: from the first row offered until every row was delivered (no "
-        "drops). CPU: the client process's CPU time (all its threads) per row over the same span, which "
-        "depends less on other load than wall clock does.",
+        f"Machine: {machine()}; codec {_wire.CODEC.name}. Emulator in sink mode (validates, stores "
+        f"nothing) in its own process; rows of ~340 bytes of JSON; {rounds} interleaved round(s), medians; "
+        f"the whole run took {seconds / 60:.1f} min. Rows/s: from the first row offered until every row was "
+        "delivered (no drops). CPU: the client process's CPU time (all its threads) per row over the same "
+        "span, which depends less on other load than wall clock does.",
         "",
         "| contender | rows/s @0 ms | rows/s @50 ms | vs seed @50 ms | vs tuned @50 ms | client CPU µs/row "
         "@0 ms | requests per MB @50 ms |",
