@@ -147,6 +147,15 @@ def test_rows_json_cannot_carry_are_refused_by_both_codecs(extra: dict[str, Any]
         assert refused == {1: "invalid_row"} and sorted(rows) == [0, 2]
 
 
+@pytest.mark.parametrize(
+    "value", [2**64, 2**64 - 1, -(2**63), -(2**63) - 1, 10**30, -0.0, 1e300, 5e-324, True, None, "é\u2028"]
+)
+def test_extra_values_at_the_edges_are_sent_alike(value: object) -> None:
+    batch = [AuditEntry("a", extra={"Value": value, "Other": 1})]
+    fast, slow = _sent(CODEC, batch), _sent(STDLIB, batch)
+    assert fast == slow and fast[0][0]["Value"] == value
+
+
 def test_a_lone_surrogate_in_a_core_column_is_refused_alone() -> None:
     batch = [AuditEntry(f"r{i}") for i in range(50)] + [AuditEntry("bad \udc80")]
     for codec in (CODEC, STDLIB):
