@@ -1,10 +1,11 @@
 """``AzureSentinelForwarder``: the sink that posts batches to the Azure Monitor Logs Ingestion API.
 
 Built on ``azure-monitor-ingestion``'s ``LogsIngestionClient`` and azure-core's pipeline (bearer-token policy,
-a deliberately configured retry policy that honours ``Retry-After``). Rows are serialised once, cut into
-gzip chunks that stay within the request limit both uncompressed and compressed, and each chunk is posted as a
-byte stream (``upload()`` posts an ``IO[bytes]`` as-is and detects gzip by its magic bytes), so the SDK does
-not serialise the rows again.
+a deliberately configured retry policy that honours ``Retry-After``). Rows are serialised once (``_wire``:
+orjson and ISA-L with the ``fast`` extra, else ``json`` and ``zlib``), cut into gzip chunks that stay within
+the request limit both uncompressed and compressed, and each chunk is posted as a byte stream (``upload()``
+posts an ``IO[bytes]`` as-is and detects gzip by its magic bytes), so the SDK does not serialise the rows
+again. The transport (``_transport``) reads proxies and the CA bundle from the environment once, at open.
 
 Transport: the synchronous client, run on daemon worker threads (``_workers``). The SDK's async
 client needs aiohttp, which runs on asyncio only; threads work the same on asyncio and trio, keep token
@@ -97,7 +98,8 @@ class AzureSentinelForwarder(AuditSink):
     :param read_timeout: seconds to wait for an answer, at most. A request that timed out after it was sent
         may still have landed: if no later attempt settles it, its rows are counted *unconfirmed*.
     :param connection_verify: ``True`` (system CAs), ``False``, or the path of a CA bundle (the emulator's).
-    :param compress_level: gzip level, 1 (fast) to 9 (small).
+    :param compress_level: gzip level, 1 (fast) to 9 (small); with ISA-L (the ``fast`` extra) 1-3, 4-6 and
+        7-9 are its levels 1, 2 and 3.
     :raises ValueError: for a malformed endpoint, an ``http://`` endpoint that is not loopback, an unknown
         cloud, an empty ``rule_id``/``stream_name``, or an option out of range.
     """
