@@ -257,19 +257,32 @@ class AzureSentinelForwarder(AuditSink):
         cancel = threading.Event()
         return await self._workers.run(self._send, list(entries), cancel, cancel=cancel)
 
+    async def send_encoded(self, entries: Sequence[AuditEntry], rows: Sequence[bytes], /) -> SendResult:
+        """:meth:`send_batch` for entries already serialised: *rows* holds ``encode_row(entry)`` for each
+        entry (the spool's stored rows), posted as they are instead of serialised again.
+
+        :raises RuntimeError: if the sink is not open.
+        """
+        if self._client is None:
+            raise RuntimeError("AzureSentinelForwarder is not open; use 'async with' or call open()")
+        cancel = threading.Event()
+        return await self._workers.run(self._send, list(entries), cancel, list(rows), cancel=cancel)
+
     def send_batch_sync(self, entries: Sequence[AuditEntry]) -> SendResult:
         """Blocking twin of :meth:`send_batch`, for worker threads and scripts."""
         return self._send(entries, threading.Event())
 
-    def _send(self, entries: Sequence[AuditEntry], cancel: threading.Event) -> SendResult:
+    def _send(
+        self, entries: Sequence[AuditEntry], cancel: threading.Event, encoded: Sequence[bytes] | None = None
+    ) -> SendResult:
         client = self._client
         if client is None:
             raise RuntimeError("AzureSentinelForwarder is not open; use 'async with' or call open()")
         deadline = time.monotonic() + self._retry_timeout
-        codec = self._codec
+        codec = self._codec if encoded is None else self._codec.pre_encoded()
         # Each row's outcome is kept in order (SendResult.outcomes), so a spool keeps exactly the right rows.
         parts: list[tuple[list[int], SendResult]] = []  # (positions in entries, their outcome)
-        chunks, refused = plan(entries, codec)
+        chunks, refused = plan(entries, codec, encoded)
         for position, reason, text in refused:
             parts.append(([position], self._drop(reason, 1, text)))
         for chunk in chunks:

@@ -41,16 +41,13 @@ class _Stdlib:
 
     name = "json"
 
-    @staticmethod
-    def value(entry: AuditEntry) -> Any:
+    def value(self, entry: AuditEntry) -> Any:
         return stdlib_encode_row(entry)
 
-    @staticmethod
-    def dumps(values: Sequence[Any]) -> bytes:
+    def dumps(self, values: Sequence[Any]) -> bytes:
         return b"[" + b",".join(values) + b"]"
 
-    @staticmethod
-    def one(value: Any) -> bytes:
+    def one(self, value: Any) -> bytes:
         return bytes(value)
 
 
@@ -123,6 +120,10 @@ class Codec:
     gzip: Callable[[bytes, int], bytes]
     name: str
 
+    def pre_encoded(self) -> Codec:
+        """This codec's gzip, for rows already serialised (``encode_row`` bytes, as the spool stores them)."""
+        return Codec(_Stdlib(), self.gzip, self.name)
+
     def encode_row(self, entry: AuditEntry) -> bytes:
         """*entry*'s row as compact UTF-8 JSON (the same bytes for a chunk of one row, without brackets).
 
@@ -177,23 +178,29 @@ class Chunk:
 Refusal = tuple[int, DropReason, str]
 
 
-def plan(entries: Sequence[AuditEntry], codec: Codec) -> tuple[list[Chunk], list[Refusal]]:
+def plan(
+    entries: Sequence[AuditEntry], codec: Codec, encoded: Sequence[bytes] | None = None
+) -> tuple[list[Chunk], list[Refusal]]:
     """Cut *entries* into chunks of JSON of at most :data:`MAX_REQUEST_BYTES`, as few as possible.
 
     Rows that cannot be serialised (``invalid_row``) or that alone exceed the limit (``too_large``) are
-    left out and reported.
+    left out and reported. *encoded*: the rows already serialised, one per entry (then *codec* must be a
+    :meth:`Codec.pre_encoded` one).
     """
     enc = codec.json
     values: list[Any] = []
     positions: list[int] = []
     refused: list[Refusal] = []
-    for i, entry in enumerate(entries):
-        try:
-            values.append(enc.value(entry))
-        except Exception as exc:  # any failure to serialise is this row's alone
-            refused.append((i, "invalid_row", _invalid(entry, exc)))
-            continue
-        positions.append(i)
+    if encoded is not None:
+        values, positions = list(encoded), list(range(len(entries)))
+    else:
+        for i, entry in enumerate(entries):
+            try:
+                values.append(enc.value(entry))
+            except Exception as exc:  # any failure to serialise is this row's alone
+                refused.append((i, "invalid_row", _invalid(entry, exc)))
+                continue
+            positions.append(i)
     chunks: list[Chunk] = []
     start, take = 0, len(values)
     while start < len(values):

@@ -495,6 +495,12 @@ MUTANTS = [
         "    mixed = False",
     ),
     Mutant(
+        "spool: the sink posts the stored JSON",
+        f"{PKG}/_spooling.py",
+        'send = getattr(fw._inner, "send_encoded", None)',
+        "send = None",
+    ),
+    Mutant(
         "spool: closing does not wait out a failing service",
         f"{PKG}/_spooling.py",
         "(wait is None or self._backoff_until > time.monotonic())",
