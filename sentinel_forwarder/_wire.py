@@ -20,6 +20,7 @@ __all__ = ["CODEC", "MAX_REQUEST_BYTES", "STDLIB", "Chunk", "Codec", "encode_row
 
 import gzip
 import math
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import timezone
@@ -174,6 +175,14 @@ class Chunk:
     positions: list[int]
 
 
+#: Rows serialised between two releases of the GIL (≈ 0.1-0.3 ms of Python). A worker thread running Python
+#: keeps the GIL until another thread has waited for it for ``sys.getswitchinterval()`` (5 ms): the
+#: application's event loop would wait that long at every wake-up while a batch is serialised. Measured
+#: (docs/benchmarks.md): two threads serialising without pause hold a 1 ms ticker's p99 at tens to hundreds
+#: of milliseconds; released every 256 rows, a few milliseconds.
+GIL_SLICE = 256
+_release_gil = time.sleep  # sleep(0) releases the GIL and lets a waiting thread take it
+
 #: A row left out of every chunk: (position, reason, message).
 Refusal = tuple[int, DropReason, str]
 
@@ -195,6 +204,8 @@ def plan(
         values, positions = list(encoded), list(range(len(entries)))
     else:
         for i, entry in enumerate(entries):
+            if i % GIL_SLICE == GIL_SLICE - 1:
+                _release_gil(0)
             try:
                 values.append(enc.value(entry))
             except Exception as exc:  # any failure to serialise is this row's alone

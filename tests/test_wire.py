@@ -197,3 +197,12 @@ def test_a_row_over_the_limit_is_refused_alone(codec: Codec) -> None:
 def test_bodies_are_gzip(codec: Codec, level: int) -> None:
     body = b"[" + b",".join(codec.encode_row(e) for e in [AuditEntry(f"r{i}") for i in range(200)]) + b"]"
     assert gzip.decompress(codec.gzip(body, level)) == body
+
+
+def test_serialising_a_batch_lets_other_threads_run_every_slice(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The application's event loop gets the GIL back every GIL_SLICE rows, not after 5 ms of switch
+    interval (docs/benchmarks.md measures the lag); here only that the releases happen."""
+    releases: list[float] = []
+    monkeypatch.setattr(_wire, "_release_gil", releases.append)
+    plan([AuditEntry(f"r{i}") for i in range(5 * _wire.GIL_SLICE)], CODEC)
+    assert releases == [0] * 5

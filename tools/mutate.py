@@ -224,6 +224,12 @@ MUTANTS = [
         "take = max(1, take // 2)",
     ),
     Mutant(
+        "wire: serialising releases the GIL every slice",
+        f"{PKG}/_wire.py",
+        "                _release_gil(0)\n",
+        "                pass\n",
+    ),
+    Mutant(
         "wire: the cached minute",
         f"{PKG}/_entry.py",
         "    if last[0] != minute:",
