@@ -182,17 +182,23 @@ async def litellm_style(info: dict[str, Any], n: int) -> Run:
         return clock.run(n)
 
 
-def encode_ceiling(n: int, codec: Any) -> float:
-    """CPU µs per row to serialise and compress *n* rows in 1 MB chunks on one thread, one core."""
+def encode_ceiling(batches: int, codec: Any) -> float:
+    """CPU µs per row to serialise and compress a 2,500-row batch (the default ``max_request_rows``) at the
+    default ``compress_level`` on one thread: the median over *batches* batches."""
+    import statistics
+
     from sentinel_forwarder import _wire
 
-    entries = audit_rows(n)
-    cpu = time.thread_time()
-    chunks, _ = _wire.plan(entries, codec)
-    for chunk in chunks:
-        for _body in _wire.compressed(chunk, codec, 1):
-            pass
-    return (time.thread_time() - cpu) / n * 1e6
+    entries = audit_rows(2500)
+    costs = []
+    for _ in range(batches):
+        cpu = time.thread_time()
+        chunks, _ = _wire.plan(entries, codec)
+        for chunk in chunks:
+            for _body in _wire.compressed(chunk, codec, 6):
+                pass
+        costs.append((time.thread_time() - cpu) / len(entries) * 1e6)
+    return statistics.median(costs)
 
 
 def per_request_cpu(info: dict[str, Any], make: Callable[[], Any], requests: int) -> float:
