@@ -23,7 +23,7 @@ import math
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import timezone
+from datetime import datetime, timezone
 from typing import Any
 
 from ._entry import _EMPTY, AuditEntry, _format_time
@@ -66,8 +66,11 @@ class _Orjson:
         if entry.extra is not _EMPTY and not _plain(entry.extra):
             return self._fragment(stdlib_encode_row(entry))
         ts = entry.timestamp
-        # orjson writes a UTC datetime as _format_time does, except that it leaves out a zero microsecond.
-        return entry._row(ts if ts.tzinfo is _UTC and ts.microsecond else _format_time(ts))
+        # orjson writes a UTC datetime as _format_time does, except that it leaves out a zero microsecond
+        # (and refuses subclasses of datetime, such as a test clock's).
+        return entry._row(
+            ts if type(ts) is datetime and ts.tzinfo is _UTC and ts.microsecond else _format_time(ts)
+        )
 
     def dumps(self, values: Sequence[Any]) -> bytes:
         data: bytes = self._dumps(values if type(values) is list else list(values), option=self._option)

@@ -120,6 +120,16 @@ def test_timestamps_keep_their_format(ts: datetime) -> None:
         assert json.loads(codec.encode_row(AuditEntry("t", timestamp=ts)))["TimeGenerated"] == expected
 
 
+def test_a_subclass_of_datetime_is_sent_alike() -> None:
+    class Frozen(datetime):  # as test clocks (freezegun) make them
+        pass
+
+    ts = Frozen(2026, 1, 2, 3, 4, 5, 6, tzinfo=_UTC)
+    for codec in (CODEC, STDLIB):
+        rows, refused = _sent(codec, [AuditEntry("t", timestamp=ts)])
+        assert not refused and rows[0]["TimeGenerated"] == "2026-01-02T03:04:05.000006Z"
+
+
 def test_the_cached_minute_does_not_leak_into_the_next() -> None:
     a = datetime(2026, 1, 1, 10, 59, 59, 999_999, tzinfo=_UTC)
     b = a + timedelta(microseconds=1)

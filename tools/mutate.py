@@ -208,8 +208,14 @@ MUTANTS = [
     Mutant(
         "wire: orjson writes only timestamps with microseconds",
         f"{PKG}/_wire.py",
-        "ts if ts.tzinfo is _UTC and ts.microsecond else",
-        "ts if ts.tzinfo is _UTC else",
+        "ts if type(ts) is datetime and ts.tzinfo is _UTC and ts.microsecond else",
+        "ts if type(ts) is datetime and ts.tzinfo is _UTC else",
+    ),
+    Mutant(
+        "wire: orjson is not given a subclass of datetime",
+        f"{PKG}/_wire.py",
+        "ts if type(ts) is datetime and ts.tzinfo is _UTC",
+        "ts if ts.tzinfo is _UTC",
     ),
     Mutant(
         "wire: a chunk that cannot be serialised whole is sifted row by row",
