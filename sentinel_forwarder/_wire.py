@@ -85,8 +85,10 @@ _I64_MIN, _U64_END = -(2**63), 2**64
 
 
 def _plain(extra: Any) -> bool:
-    """Whether orjson writes every value of *extra* as ``json`` does (``_Orjson``)."""
-    for v in extra.values():
+    """Whether orjson writes every column of *extra* as ``json`` does (``_Orjson``)."""
+    for k, v in extra.items():
+        if type(k) is not str:  # orjson refuses a subclass of str as a key
+            return False
         t = type(v)
         if t is str or t is bool or v is None:
             continue

@@ -120,6 +120,19 @@ def test_timestamps_keep_their_format(ts: datetime) -> None:
         assert json.loads(codec.encode_row(AuditEntry("t", timestamp=ts)))["TimeGenerated"] == expected
 
 
+def test_subclasses_of_str_are_sent_alike() -> None:
+    class Name(str):
+        pass
+
+    batch = [
+        AuditEntry(Name("summary"), extra={Name("Tenant"): "contoso"}),  # a key
+        AuditEntry("s", extra={"Tenant": Name("contoso")}),  # a value
+    ]
+    fast, slow = _sent(CODEC, batch), _sent(STDLIB, batch)
+    assert fast == slow and not fast[1]
+    assert [row["Tenant"] for row in fast[0].values()] == ["contoso", "contoso"]
+
+
 def test_a_subclass_of_datetime_is_sent_alike() -> None:
     class Frozen(datetime):  # as test clocks (freezegun) make them
         pass
