@@ -1,10 +1,11 @@
 """``AzureSentinelForwarder``: the sink that posts batches to the Azure Monitor Logs Ingestion API.
 
 Built on ``azure-monitor-ingestion``'s ``LogsIngestionClient`` and azure-core's pipeline (bearer-token policy,
-a deliberately configured retry policy that honours ``Retry-After``). Rows are serialised once, cut into
-gzip chunks that stay within the request limit both uncompressed and compressed, and each chunk is posted as a
-byte stream (``upload()`` posts an ``IO[bytes]`` as-is and detects gzip by its magic bytes), so the SDK does
-not serialise the rows again.
+a deliberately configured retry policy that honours ``Retry-After``). Rows are serialised once (``_wire``:
+orjson and ISA-L with the ``fast`` extra, else ``json`` and ``zlib``), cut into gzip chunks that stay within
+the request limit both uncompressed and compressed, and each chunk is posted as a byte stream (``upload()``
+posts an ``IO[bytes]`` as-is and detects gzip by its magic bytes), so the SDK does not serialise the rows
+again. The transport (``_transport``) reads proxies and the CA bundle from the environment once, at open.
 
 Transport: the synchronous client, run on daemon worker threads (``_workers``). The SDK's async
 client needs aiohttp, which runs on asyncio only; threads work the same on asyncio and trio, keep token
@@ -16,22 +17,20 @@ from __future__ import annotations
 
 __all__ = ["CLOUD_AUDIENCES", "MAX_REQUEST_BYTES", "AzureSentinelForwarder", "Cloud"]
 
-import gzip
 import io
 import logging
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from types import MappingProxyType
 from typing import Any, Literal
 
 from azure.core.credentials import TokenCredential
 from azure.core.exceptions import AzureError, ClientAuthenticationError, HttpResponseError
-from azure.core.pipeline.transport import RequestsTransport
 
 from ._endpoint import parse_endpoint
-from ._entry import AuditEntry, encode_row
+from ._entry import AuditEntry
 from ._metrics import ErrorLog
 from ._poison import isolate_refused
 from ._protocol import AuditSink, DropReason, RowOutcome, SendResult
@@ -46,13 +45,11 @@ from ._retry import (
     UnreachableError,
 )
 from ._schema import AUDIT_TABLE
+from ._transport import ingestion_transport
+from ._wire import CODEC, MAX_REQUEST_BYTES, STDLIB, compressed, plan
 from ._workers import DaemonWorkers
 
 logger = logging.getLogger("sentinel_forwarder.azure")
-
-#: The documented limit is "1 MB, both compressed and uncompressed"; the service answers 413 above
-#: 1,048,576 bytes. We stay at or below 1,000,000 bytes so either reading of "MB" holds.
-MAX_REQUEST_BYTES = 1_000_000
 
 Cloud = Literal["public", "usgov", "china"]
 #: Token audience (scope) per cloud.
@@ -101,7 +98,8 @@ class AzureSentinelForwarder(AuditSink):
     :param read_timeout: seconds to wait for an answer, at most. A request that timed out after it was sent
         may still have landed: if no later attempt settles it, its rows are counted *unconfirmed*.
     :param connection_verify: ``True`` (system CAs), ``False``, or the path of a CA bundle (the emulator's).
-    :param compress_level: gzip level, 1 (fast) to 9 (small).
+    :param compress_level: gzip level, 1 (fast) to 9 (small); with ISA-L (the ``fast`` extra) 1-3, 4-6 and
+        7-9 are its levels 1, 2 and 3.
     :raises ValueError: for a malformed endpoint, an ``http://`` endpoint that is not loopback, an unknown
         cloud, an empty ``rule_id``/``stream_name``, or an option out of range.
     """
@@ -157,6 +155,7 @@ class AzureSentinelForwarder(AuditSink):
         self._read_timeout = read_timeout
         self._verify = connection_verify
         self._level = compress_level
+        self._codec = CODEC
         self._http = parsed.scheme == "http"
         self._client: Any = None
         self._workers = DaemonWorkers(max_concurrent_uploads, name="sentinel-forwarder-upload")
@@ -184,25 +183,18 @@ class AzureSentinelForwarder(AuditSink):
             raise RuntimeError("this AzureSentinelForwarder is closed; create a new one")
         if self._client is not None:
             return
-        import requests
         from azure.monitor.ingestion import LogsIngestionClient
 
         if self._credential is None:
             from azure.identity import DefaultAzureCredential
 
             self._credential = DefaultAzureCredential(authority=_AUTHORITIES[self.cloud])
-        session = requests.Session()
-        adapter = requests.adapters.HTTPAdapter(
-            pool_connections=1, pool_maxsize=self._max_uploads, max_retries=0
-        )
-        session.mount("https://", adapter)
-        session.mount("http://", adapter)
-        transport = RequestsTransport(
-            session=session,
-            session_owner=True,
+        transport = ingestion_transport(
+            self.endpoint,
+            pool_size=self._max_uploads,
             connection_timeout=self._connection_timeout,
             read_timeout=self._read_timeout,
-            connection_verify=self._verify,
+            verify=self._verify,
         )
         retry = IngestionRetryPolicy(
             max_retries=self._max_retries,
@@ -269,58 +261,52 @@ class AzureSentinelForwarder(AuditSink):
         cancel = threading.Event()
         return await self._workers.run(self._send, list(entries), cancel, cancel=cancel)
 
+    async def send_encoded(self, entries: Sequence[AuditEntry], rows: Sequence[bytes], /) -> SendResult:
+        """:meth:`send_batch` for entries already serialised: *rows* holds ``encode_row(entry)`` for each
+        entry (the spool's stored rows), posted as they are instead of serialised again.
+
+        :raises RuntimeError: if the sink is not open.
+        """
+        if self._client is None:
+            raise RuntimeError("AzureSentinelForwarder is not open; use 'async with' or call open()")
+        cancel = threading.Event()
+        return await self._workers.run(self._send, list(entries), cancel, list(rows), cancel=cancel)
+
     def send_batch_sync(self, entries: Sequence[AuditEntry]) -> SendResult:
         """Blocking twin of :meth:`send_batch`, for worker threads and scripts."""
         return self._send(entries, threading.Event())
 
-    def _send(self, entries: Sequence[AuditEntry], cancel: threading.Event) -> SendResult:
+    def _send(
+        self, entries: Sequence[AuditEntry], cancel: threading.Event, encoded: Sequence[bytes] | None = None
+    ) -> SendResult:
         client = self._client
         if client is None:
             raise RuntimeError("AzureSentinelForwarder is not open; use 'async with' or call open()")
         deadline = time.monotonic() + self._retry_timeout
+        codec = self._codec if encoded is None else self._codec.pre_encoded()
         # Each row's outcome is kept in order (SendResult.outcomes), so a spool keeps exactly the right rows.
         parts: list[tuple[list[int], SendResult]] = []  # (positions in entries, their outcome)
-        encoded: list[bytes] = []
-        ids: list[str] = []
-        positions: list[int] = []
-        for i, entry in enumerate(entries):
-            try:
-                data = encode_row(entry)
-            except Exception as exc:  # any failure to serialise is this row's alone
-                parts.append(
-                    (
-                        [i],
-                        self._drop(
-                            "invalid_row",
-                            1,
-                            f"row Id {entry.id!r} is not valid JSON: {type(exc).__name__}: {exc}",
+        chunks, refused = plan(entries, codec, encoded)
+        for position, reason, text in refused:
+            parts.append(([position], self._drop(reason, 1, text)))
+        for chunk in chunks:
+            for body, start, end in compressed(chunk, codec, self._level):
+                outcome = self._post_chunk(client, body, end - start, cancel, deadline)
+                if end - start > 1 and outcome.dropped.get("rejected") == end - start:
+                    # A 400 for a chunk of several rows: find the rows the service refuses, deliver the rest.
+                    outcome = isolate_refused(
+                        [codec.json.one(v) for v in chunk.values[start:end]],
+                        [entries[i].id for i in chunk.positions[start:end]],
+                        lambda rows: self._post_chunk(
+                            client,
+                            codec.gzip(STDLIB.json.dumps(rows), self._level),
+                            len(rows),
+                            cancel,
+                            deadline,
                         ),
+                        outcome,
                     )
-                )
-                continue
-            if len(data) + 2 > MAX_REQUEST_BYTES:
-                text = (
-                    f"row Id {entry.id!r} is {len(data):,} bytes as JSON; one request holds at most "
-                    f"{MAX_REQUEST_BYTES:,}"
-                )
-                parts.append(([i], self._drop("too_large", 1, text)))
-                continue
-            encoded.append(data)
-            ids.append(entry.id)
-            positions.append(i)
-        for body, start, end in _chunk_ranges(encoded, self._level):
-            outcome = self._post_chunk(client, body, end - start, cancel, deadline)
-            if end - start > 1 and outcome.dropped.get("rejected") == end - start:
-                # A 400 for a chunk of several rows: find the rows the service refuses, deliver the rest.
-                outcome = isolate_refused(
-                    encoded[start:end],
-                    ids[start:end],
-                    lambda rows: self._post_chunk(
-                        client, _gzip(rows, self._level), len(rows), cancel, deadline
-                    ),
-                    outcome,
-                )
-            parts.append((positions[start:end], outcome))
+                parts.append((chunk.positions[start:end], outcome))
         return _assemble(len(entries), parts)
 
     def _post_chunk(
@@ -445,38 +431,3 @@ def _message(exc: AzureError) -> str:
         return f"({error.code}) {error.message}"
     text = str(getattr(exc, "message", None) or exc)
     return text.splitlines()[0] if text else type(exc).__name__
-
-
-def _gzip_chunks(rows: list[bytes], level: int) -> Iterator[tuple[bytes, int]]:
-    """Cut serialised rows into JSON arrays of at most MAX_REQUEST_BYTES, gzip each; -> (body, rows)."""
-    for body, start, end in _chunk_ranges(rows, level):
-        yield body, end - start
-
-
-def _chunk_ranges(rows: Sequence[bytes], level: int) -> Iterator[tuple[bytes, int, int]]:
-    """Like :func:`_gzip_chunks`, with each chunk's rows as ``rows[start:end]``; -> (body, start, end)."""
-    start = 0
-    while start < len(rows):
-        size = 2 + len(rows[start])
-        end = start + 1
-        while end < len(rows) and size + 1 + len(rows[end]) <= MAX_REQUEST_BYTES:
-            size += 1 + len(rows[end])
-            end += 1
-        yield from _compressed(rows, start, end, level)
-        start = end
-
-
-def _gzip(rows: Sequence[bytes], level: int) -> bytes:
-    return gzip.compress(b"[" + b",".join(rows) + b"]", compresslevel=level, mtime=0)
-
-
-def _compressed(rows: Sequence[bytes], start: int, end: int, level: int) -> Iterator[tuple[bytes, int, int]]:
-    body = _gzip(rows[start:end], level)
-    if len(body) <= MAX_REQUEST_BYTES or end - start == 1:
-        # A single row's gzip can outgrow its JSON only by a few bytes of framing on incompressible data,
-        # and rows are capped at MAX_REQUEST_BYTES - 2; the service also accepts that (its limit is 1 MiB).
-        yield body, start, end
-        return
-    half = (start + end) // 2  # incompressible data: gzip grew the chunk past the limit
-    yield from _compressed(rows, start, half, level)
-    yield from _compressed(rows, half, end, level)

@@ -203,6 +203,12 @@ class AuditSink:
         """Deliver *entries*; see :class:`AuditForwarder`."""
         raise NotImplementedError
 
+    async def send_encoded(self, entries: Sequence[AuditEntry], rows: Sequence[bytes], /) -> SendResult:
+        """Deliver *entries*, given also as the JSON rows the spool stored for them (``rows[i]`` is the
+        wire form of ``entries[i]``). A sink that posts JSON can post these instead of serialising again;
+        by default, :meth:`send_batch`."""
+        return await self.send_batch(entries)
+
     async def aclose(self) -> None:
         """Release resources. Idempotent. The default holds none."""
 

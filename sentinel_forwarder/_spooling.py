@@ -2,7 +2,8 @@
 
 Data flows one way: buffer → transform → commit to the spool (group commits, on one worker thread) → batches
 read back in id order (from memory while delivery keeps up, from disk after a restart, an outage or a shed)
-→ the sink → the rows are deleted once the service said yes. What the sink reports per row decides each
+→ the sink, given the JSON stored for each row (``send_encoded``), so rows are serialised once → the rows are
+deleted once the service said yes. What the sink reports per row decides each
 row's fate:
 
 - delivered, or dropped for a reason that retrying cannot change (the sink says so): deleted;
@@ -38,9 +39,10 @@ import anyio
 from anyio.abc import TaskGroup
 
 from ._chain import ChainHead
-from ._entry import AuditEntry, Severity, encode_row
+from ._entry import AuditEntry, Severity
 from ._protocol import DropReason, RowOutcome, SendResult
 from ._spool import Appended, Spool
+from ._wire import encode_row
 from ._workers import DaemonWorkers
 
 if TYPE_CHECKING:
@@ -72,7 +74,8 @@ KEEP: Final[frozenset[RowOutcome]] = frozenset(
 #: Outcomes that move a row to the dead letters.
 DEAD: Final[frozenset[RowOutcome]] = frozenset({"rejected", "too_large", "invalid_row", "sink_error"})
 
-_Batch = tuple[list[int], list[AuditEntry]]
+#: A delivery: the rows' spool ids, their entries and their stored JSON (handed to the sink as it is).
+_Batch = tuple[list[int], list[AuditEntry], list[bytes]]
 
 
 class SpoolPump:
@@ -87,8 +90,8 @@ class SpoolPump:
         self._max_age = max_age
         self._worker = DaemonWorkers(1, name="sentinel-forwarder-spool")
         # Persisted rows not yet handed to the sink, in id order, while the disk holds nothing newer that
-        # is missing here (else ``_from_disk`` and the cache is empty). (id, entry, monotonic time)
-        self._cache: deque[tuple[int, AuditEntry, float]] = deque()
+        # is missing here (else ``_from_disk`` and the cache is empty). (id, entry, monotonic time, JSON)
+        self._cache: deque[tuple[int, AuditEntry, float, bytes]] = deque()
         self._from_disk = True
         self._cursor = 0  # the highest id handed to the sink (or dead-lettered unread)
         #: Batches at the sink: first id -> (first id, last id, rows). No other waiting row has an id between.
@@ -236,7 +239,7 @@ class SpoolPump:
             n = min(len(self._cache), fw._max_request_rows)
             taken = [self._cache.popleft() for _ in range(n)]
             self._cursor = taken[-1][0]
-            return [t[0] for t in taken], [t[1] for t in taken]
+            return [t[0] for t in taken], [t[1] for t in taken], [t[3] for t in taken]
         rows = await self._io(self.spool.read, self._cursor, fw._max_request_rows)
         assert isinstance(rows, list)
         if len(rows) < fw._max_request_rows:
@@ -245,18 +248,20 @@ class SpoolPump:
             return None
         ids: list[int] = []
         entries: list[AuditEntry] = []
+        stored: list[bytes] = []
         unreadable: list[tuple[int, str, str]] = []
         for row_id, data in rows:
             try:
                 entries.append(AuditEntry.from_row(json.loads(data)))
                 ids.append(row_id)
+                stored.append(data)
             except Exception as exc:  # a row this version cannot read: keep it for an operator
                 unreadable.append((row_id, "invalid_row", f"the spooled row cannot be read: {exc}"))
         if unreadable:
             await self._io(self.spool.settle, (), unreadable)
             self._count(SendResult.failed("invalid_row", len(unreadable), unreadable[-1][2]))
         self._cursor = rows[-1][0]  # only now: if the settle failed, this page is read again
-        return (ids, entries) if ids else None
+        return (ids, entries, stored) if ids else None
 
     # -- committing --------------------------------------------------------------------------------------
 
@@ -303,12 +308,17 @@ class SpoolPump:
                 self._count(SendResult.failed("sink_error", len(records), f"spool write failed: {exc}"))
                 failed.update(positions)
             else:
-                self._remember(appended, entries, positions, failed)
+                self._remember(appended, entries, [data for _, data in records], positions, failed)
         self.resolve_durable(start + n, failed)
         fw._set_wakeup()
 
     def _remember(
-        self, appended: object, entries: list[AuditEntry], positions: list[int], failed: set[int]
+        self,
+        appended: object,
+        entries: list[AuditEntry],
+        stored: list[bytes],
+        positions: list[int],
+        failed: set[int],
     ) -> None:
         assert isinstance(appended, Appended)
         now = time.monotonic()
@@ -317,12 +327,12 @@ class SpoolPump:
             self._cache.clear()  # rows may have left the middle of what is cached
             self._from_disk = True
         fits = not self._from_disk and len(self._cache) + len(entries) <= self._fw._capacity
-        for entry, row_id, position in zip(entries, appended.ids, positions, strict=True):
+        for entry, data, row_id, position in zip(entries, stored, appended.ids, positions, strict=True):
             if row_id is None:
                 failed.add(position)
                 shed[int(entry.severity)] = shed.get(int(entry.severity), 0) + 1
             elif fits:
-                self._cache.append((row_id, entry, now))
+                self._cache.append((row_id, entry, now, data))
         if not fits and not self._from_disk:
             self._cache.clear()  # delivery is behind: read back from disk when it catches up
             self._from_disk = True
@@ -342,14 +352,17 @@ class SpoolPump:
 
     async def _deliver(self, batch: _Batch) -> None:
         fw = self._fw
-        ids, entries = batch
+        ids, entries, stored = batch
         result: SendResult | None = None
         try:
             started = time.perf_counter()
             with fw._work_scope():
                 from ._buffering import _reconcile
 
-                result = _reconcile(await fw._inner.send_batch(entries), len(entries))
+                # The stored JSON goes to the sink, which need not serialise the rows again.
+                send = getattr(fw._inner, "send_encoded", None)
+                sent = await (send(entries, stored) if send is not None else fw._inner.send_batch(entries))
+                result = _reconcile(sent, len(entries))
                 fw._sink_failures = 0
         except BaseException as exc:
             fw._sink_failures += 1

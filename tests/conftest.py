@@ -4,6 +4,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from sentinel_forwarder._wire import Codec
 from sentinel_forwarder.emulator import Emulator
 
 
@@ -72,3 +73,15 @@ def _no_default_heartbeats(request: pytest.FixtureRequest, monkeypatch: pytest.M
 
     monkeypatch.setattr(_heartbeat, "DEFAULT_HEARTBEAT_INTERVAL", 0.0)
     monkeypatch.setenv("SENTINEL_FORWARDER_HEARTBEAT_INTERVAL", "0")
+
+
+@pytest.fixture(params=["installed", "stdlib"])
+def codec(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Codec:
+    """Each wire codec in turn: the one installed (orjson and ISA-L, the ``fast`` extra, which the ``test``
+    extra installs), then the standard library's fallback (json and zlib), for sinks made in the test."""
+    from sentinel_forwarder import _azure, _wire
+
+    chosen = _wire.CODEC if request.param == "installed" else _wire.STDLIB
+    monkeypatch.setattr(_azure, "CODEC", chosen)
+    monkeypatch.setattr(_wire, "CODEC", chosen)
+    return chosen

@@ -14,6 +14,7 @@ from sentinel_forwarder import (
     Severity,
     verify_chain,
 )
+from sentinel_forwarder._wire import Codec
 from sentinel_forwarder.emulator import Emulator, EmulatorCredential
 
 pytestmark = pytest.mark.anyio
@@ -137,7 +138,7 @@ async def test_token_failure_is_its_own_reason(emu: Emulator) -> None:
     assert emu.stats().requests == 0
 
 
-async def test_oversized_row_is_dropped_alone(emu: Emulator) -> None:
+async def test_oversized_row_is_dropped_alone(emu: Emulator, codec: Codec) -> None:
     entries = rows(3)
     huge = AuditEntry("y" * (MAX_REQUEST_BYTES + 10), severity=Severity.LOW)
     stats = await forward_all(sink_for(emu), [entries[0], huge, *entries[1:]])
@@ -146,7 +147,7 @@ async def test_oversized_row_is_dropped_alone(emu: Emulator) -> None:
     assert sorted(landed_ids(emu)) == sorted(e.id for e in entries)
 
 
-async def test_unserialisable_row_is_dropped_alone(emu: Emulator) -> None:
+async def test_unserialisable_row_is_dropped_alone(emu: Emulator, codec: Codec) -> None:
     entries = rows(3)
     odd = AuditEntry("odd", extra={"Blob": object()})
     stats = await forward_all(sink_for(emu), [*entries, odd])
@@ -154,7 +155,7 @@ async def test_unserialisable_row_is_dropped_alone(emu: Emulator) -> None:
     assert sorted(landed_ids(emu)) == sorted(e.id for e in entries)
 
 
-async def test_big_batch_is_cut_into_chunks_under_the_limit(emu: Emulator) -> None:
+async def test_big_batch_is_cut_into_chunks_under_the_limit(emu: Emulator, codec: Codec) -> None:
     entries = rows(2500, size=1000)  # ~2.7 MB of JSON in one batch
     stats = await forward_all(sink_for(emu), entries, max_batch_size=2500)
     assert stats.sent == 2500 == emu.count(emu.table)

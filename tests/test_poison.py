@@ -11,6 +11,7 @@ from azure_helpers import TYPED_RULE_ID, forward_all, landed_ids, sink_for
 
 from sentinel_forwarder import AuditEntry, SendResult
 from sentinel_forwarder._poison import MAX_EXTRA_REQUESTS, isolate_refused
+from sentinel_forwarder._wire import Codec
 from sentinel_forwarder.emulator import Emulator
 
 pytestmark = pytest.mark.anyio
@@ -97,7 +98,7 @@ def test_parts_that_fail_otherwise_pass_through() -> None:
 # -- through the real SDK to the emulator ------------------------------------------------------------------
 
 
-async def test_one_malformed_row_among_a_thousand_in_one_chunk(typed: Emulator) -> None:
+async def test_one_malformed_row_among_a_thousand_in_one_chunk(typed: Emulator, codec: Codec) -> None:
     typed.reset()
     entries = [AuditEntry(f"r{i}", extra={"Score": i}) for i in range(1000)]
     poison = AuditEntry("malformed", extra={"Score": "not a number"})

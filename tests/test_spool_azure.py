@@ -11,6 +11,7 @@ import pytest
 from azure_helpers import TYPED_RULE_ID, landed_ids, rows, sink_for
 
 from sentinel_forwarder import AuditEntry, BufferingForwarder, _spool
+from sentinel_forwarder._wire import Codec
 from sentinel_forwarder.emulator import Emulator
 
 pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("fast_spool_retries")]
@@ -94,3 +95,35 @@ async def test_a_long_403_outage_while_100000_rows_are_forwarded(emu: Emulator, 
     # row lands at most that many rows away from its place in age order.
     age = {e.id: i for i, e in enumerate(entries)}
     assert max(abs(age[row_id] - i) for i, row_id in enumerate(landed)) < 4 * 2_500
+
+
+async def test_rows_are_serialised_once_for_the_spool_and_the_wire(
+    emu: Emulator, tmp_path: Path, codec: Codec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sink posts the JSON the spool stored (from memory, and from disk after a restart)."""
+    encoded: list[str] = []
+    encoder = type(codec.json)
+    value = encoder.value
+
+    def counted(self: object, entry: AuditEntry) -> object:
+        encoded.append(entry.id)
+        return value(self, entry)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(encoder, "value", counted)
+    first, second = rows(300, prefix="a"), rows(200, prefix="b")
+    async with BufferingForwarder(sink_for(emu), spool=tmp_path, max_interval=0.01) as fwd:
+        for e in first:
+            fwd.forward(e)
+        assert await fwd.flush(60) == 0
+    emu.faults.fail_next(1_000, 503)  # the second run leaves its rows in the spool
+    async with BufferingForwarder(
+        sink_for(emu, retry_timeout=0.5, max_retries=0), spool=tmp_path, drain_timeout=1
+    ) as fwd:
+        for e in second:
+            fwd.forward(e)
+    emu.faults.reset()
+    async with BufferingForwarder(sink_for(emu), spool=tmp_path, max_interval=0.01) as fwd:
+        assert await fwd.flush(60) == 0  # the third sends them from disk
+    assert fwd.statistics().sent == 200
+    assert sorted(landed_ids(emu)) == sorted(e.id for e in first + second)
+    assert sorted(encoded) == sorted(e.id for e in first + second)  # each once: at the commit

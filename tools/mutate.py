@@ -239,8 +239,8 @@ MUTANTS = [
     # -- the Azure sink and its retry policy ------------------------------------------------------------
     Mutant(
         "gzip halving of an incompressible chunk",
-        f"{PKG}/_azure.py",
-        "if len(body) <= MAX_REQUEST_BYTES or end - start == 1:",
+        f"{PKG}/_wire.py",
+        "if len(gz) <= MAX_REQUEST_BYTES or end - start == 1:",
         "if True:",
     ),
     Mutant(
@@ -257,7 +257,7 @@ MUTANTS = [
     ),
     Mutant(
         "a row that fails to serialise is dropped alone",
-        f"{PKG}/_azure.py",
+        f"{PKG}/_wire.py",
         "            except Exception as exc:  # any failure to serialise is this row's alone",
         "            except (TypeError, ValueError) as exc:  # any failure to serialise is this row's alone",
     ),
@@ -266,6 +266,80 @@ MUTANTS = [
         f"{PKG}/_azure.py",
         "        if record.ambiguous:\n",
         "        if False:\n",
+    ),
+    # -- the wire encoding (_wire) ------------------------------------------------------------------------
+    Mutant(
+        "wire: non-finite floats go through json",
+        f"{PKG}/_wire.py",
+        "if t is float and math.isfinite(v):",
+        "if t is float:",
+    ),
+    Mutant(
+        "wire: big integers go through json",
+        f"{PKG}/_wire.py",
+        "if t is int and _I64_MIN <= v < _U64_END:",
+        "if t is int:",
+    ),
+    Mutant(
+        "wire: orjson writes only timestamps with microseconds",
+        f"{PKG}/_wire.py",
+        "ts if type(ts) is datetime and ts.tzinfo is _UTC and ts.microsecond else",
+        "ts if type(ts) is datetime and ts.tzinfo is _UTC else",
+    ),
+    Mutant(
+        "wire: orjson is not given a subclass of datetime",
+        f"{PKG}/_wire.py",
+        "ts if type(ts) is datetime and ts.tzinfo is _UTC",
+        "ts if ts.tzinfo is _UTC",
+    ),
+    Mutant(
+        "wire: extra keys that subclass str go through json",
+        f"{PKG}/_wire.py",
+        "        if type(k) is not str:  # orjson refuses a subclass of str as a key",
+        "        if False:  # orjson refuses a subclass of str as a key",
+    ),
+    Mutant(
+        "wire: a chunk that cannot be serialised whole is sifted row by row",
+        f"{PKG}/_wire.py",
+        "            enc.one(value)\n",
+        "            pass\n",
+    ),
+    Mutant(
+        "wire: chunks fill up to the limit",
+        f"{PKG}/_wire.py",
+        "take = max(1, min(take - 1, int(take * 0.98 * MAX_REQUEST_BYTES / len(body))))",
+        "take = max(1, take // 2)",
+    ),
+    Mutant(
+        "wire: serialising releases the GIL every slice",
+        f"{PKG}/_wire.py",
+        "                _release_gil(0)\n",
+        "                pass\n",
+    ),
+    Mutant(
+        "wire: the cached minute",
+        f"{PKG}/_entry.py",
+        "    if last[0] != minute:",
+        "    if not last[1]:",
+    ),
+    # -- the transport (_transport) ----------------------------------------------------------------------
+    Mutant(
+        "transport: no environment look-ups per request (nor .netrc)",
+        f"{PKG}/_transport.py",
+        "    session.trust_env = False",
+        "    session.trust_env = True",
+    ),
+    Mutant(
+        "transport: proxies resolved at open",
+        f"{PKG}/_transport.py",
+        "    session.proxies.update(requests.utils.get_environ_proxies(endpoint))\n",
+        "",
+    ),
+    Mutant(
+        "transport: the environment's CA bundle",
+        f"{PKG}/_transport.py",
+        '        verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True',
+        "        pass",
     ),
     Mutant(
         "daemon upload threads",
@@ -512,6 +586,12 @@ MUTANTS = [
         f"{PKG}/_azure.py",
         "    mixed = len(set(fates)) > 1",
         "    mixed = False",
+    ),
+    Mutant(
+        "spool: the sink posts the stored JSON",
+        f"{PKG}/_spooling.py",
+        'send = getattr(fw._inner, "send_encoded", None)',
+        "send = None",
     ),
     Mutant(
         "spool: closing does not wait out a failing service",
