@@ -335,7 +335,8 @@ class AzureSentinelForwarder(AuditSink):
         client = self._client
         if client is None:
             raise RuntimeError("AzureSentinelForwarder is not open; use 'async with' or call open()")
-        body = _gzip([encode_row(entry) for entry in entries], self._level)
+        codec = self._codec
+        body = codec.gzip(codec.json.dumps([codec.json.value(entry) for entry in entries]), self._level)
         self._upload(client, body, RetryRecord(), time.monotonic() + self._retry_timeout)
 
     def _upload(self, client: Any, body: bytes, record: RetryRecord, deadline: float) -> None:
