@@ -158,8 +158,10 @@ def canonical_form(row: Any) -> bytes:
     """
     values = [_FORM, *(_normalise(_TYPES[name], _get(row, name)) for name in CHAIN_COLUMNS)]
     text = json.dumps(values, ensure_ascii=False, separators=(",", ":"), sort_keys=True, allow_nan=False)
-    # (sort_keys orders the keys of dynamic values; _entry_form has none, so it leaves it out)
-    return text.encode("utf-8")
+    # (sort_keys orders the keys of dynamic values; _entry_form has none, so it leaves it out). A lone
+    # surrogate (which the service refuses: such a row never lands) is hashed as its code unit, not raised:
+    # linking must never fail a batch for one row.
+    return text.encode("utf-8", "surrogatepass")
 
 
 def record_hash(row: Any, *, key: Key | None = None) -> str:
@@ -269,15 +271,33 @@ class HashChain:
             digest = hmac.new(self._key, data, hashlib.sha256).hexdigest()
         self._sequence = sequence
         self._last = digest
-        return dataclasses.replace(
-            entry, chain_id=chain_id, sequence=sequence, previous_hash=previous, hash=digest
-        )
+        return _linked(entry, chain_id, sequence, previous, digest)
+
+
+_FILLED = frozenset({"chain_id", "sequence", "previous_hash", "hash"})
+#: The fields an entry keeps when it is linked (all but the four the chain fills).
+_KEPT = tuple(f.name for f in dataclasses.fields(AuditEntry) if f.name not in _FILLED)
+_set = object.__setattr__
+
+
+def _linked(entry: AuditEntry, chain_id: str, sequence: int, previous: str, digest: str) -> AuditEntry:
+    """*entry* with its chain fields filled in: ``dataclasses.replace`` without re-running the constructor's
+    checks, which *entry* has passed and the chain's own values need not (about 3x cheaper, on the pump)."""
+    linked = object.__new__(AuditEntry)
+    for name in _KEPT:
+        _set(linked, name, getattr(entry, name))
+    _set(linked, "chain_id", chain_id)
+    _set(linked, "sequence", sequence)
+    _set(linked, "previous_hash", previous)
+    _set(linked, "hash", digest)
+    return linked
 
 
 def _entry_form(entry: AuditEntry, previous: str, chain_id: str, sequence: int) -> bytes:
-    """:func:`canonical_form` of *entry* once linked, straight from its fields (the pump's hot path; a test
-    checks that both agree)."""
-    values = [
+    """:func:`canonical_form` of *entry* once linked, straight from its fields (the pump's hot path; a
+    property test checks that both agree). The same JSON ``json.dumps`` writes for the list, built from its
+    C string encoder: every value is text but ``sequence``, an ``int``."""
+    texts = (
         _FORM,
         _format_time(entry.timestamp),
         entry.id,
@@ -287,9 +307,11 @@ def _entry_form(entry: AuditEntry, previous: str, chain_id: str, sequence: int) 
         entry.summary,
         previous,
         chain_id,
-        sequence,
-    ]
-    return json.dumps(values, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode("utf-8")
+    )
+    return f"[{','.join(map(_encode_text, texts))},{int(sequence)}]".encode("utf-8", "surrogatepass")
+
+
+_encode_text = json.encoder.encode_basestring  # what json.dumps(ensure_ascii=False) writes for a str
 
 
 _chains: weakref.WeakSet[HashChain] = weakref.WeakSet()

@@ -265,3 +265,20 @@ async def test_rows_and_heartbeats_land_and_verify_through_the_sdk(emu: Emulator
     # the last audit row removed from the table: the heartbeat's chain head shows it
     report = verify_chain([r for r in landed if r.get("Sequence") != 10], key=KEY)
     assert [(b.kind, b.sequence) for b in report.breaks] == [("gap", 10)]
+
+
+async def test_a_row_the_chain_cannot_encode_as_utf8_costs_that_row_alone(emu: Emulator) -> None:
+    """A lone surrogate in a summary (a crafted row) is hashed, not raised on: linking fails no batch.
+    The service's wire refuses that row alone (``invalid_row``); the other rows land and verify, and the
+    verifier reports the gap the refused row left."""
+    sink = sink_for(emu)
+    async with BufferingForwarder(sink, max_batch_size=10, max_interval=0.01) as fwd:
+        for i in range(10):
+            summary = "crafted \ud800" if i == 5 else f"ok {i}"
+            fwd.forward(AuditEntry(summary, severity=Severity.HIGH))
+    stats = fwd.statistics()
+    assert stats.sent == 9 and dict(stats.dropped) == {"invalid_row": 1}
+    landed = emu.rows(emu.table)
+    assert len(landed) == 9
+    report = verify_chain(landed)
+    assert [b.kind for b in report.breaks] == ["gap"]

@@ -174,6 +174,12 @@ MUTANTS = [
         "        return rows, filtered, kept, refused",
     ),
     Mutant(
+        "evidence: a lone surrogate is hashed, not raised (one crafted row must not fail its batch)",
+        f"{PKG}/_chain.py",
+        '.encode("utf-8", "surrogatepass")\n\n\n_encode_text',
+        '.encode("utf-8")\n\n\n_encode_text',
+    ),
+    Mutant(
         "evidence: HMAC with the key",
         f"{PKG}/_chain.py",
         "        if self._key is None:\n            digest = hashlib.sha256(data).hexdigest()",
