@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -201,9 +202,15 @@ def test_exit_codes_are_distinct() -> None:
     assert 0 not in EXIT_CODES.values() and 1 not in EXIT_CODES.values()
 
 
+_NEEDS_KQL = pytest.mark.skipif(
+    sys.version_info < (3, 11), reason="duckdb-kql (KQL queries, the rule runner) needs Python 3.11+"
+)
+
+
 # -- --workspace-id: the Logs Query API ---------------------------------------------------------------------
 
 
+@_NEEDS_KQL
 def test_workspace_id_waits_until_the_probe_row_is_queryable(emu: Emulator) -> None:
     code, report = check_json("--workspace-id", emu.workspace_id, env=env_for(emu))
     assert code == 0, report
@@ -213,6 +220,7 @@ def test_workspace_id_waits_until_the_probe_row_is_queryable(emu: Emulator) -> N
     assert row["data"]["id"] in query["data"]["query"]
 
 
+@_NEEDS_KQL
 def test_workspace_not_found(emu: Emulator) -> None:
     code, report = check_json("--workspace-id", "11111111-1111-1111-1111-111111111111", env=env_for(emu))
     assert code == EXIT_CODES["query"] == 12
@@ -220,6 +228,7 @@ def test_workspace_not_found(emu: Emulator) -> None:
     assert step["data"]["status"] == 404 and "customerId" in step["hint"]
 
 
+@_NEEDS_KQL
 def test_probe_row_not_queryable_in_time(emu: Emulator) -> None:
     """Through the real LogsQueryClient: a row that never lands is reported after the wait."""
     from sentinel_forwarder._check import Stop

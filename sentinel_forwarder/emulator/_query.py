@@ -28,6 +28,7 @@ __all__ = [
 import json
 import math
 import re
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -92,6 +93,20 @@ _DURATION = re.compile(
     re.IGNORECASE,
 )
 _STANDARD_COLUMNS = ("TenantId", "Type", "_ResourceId")
+
+
+def _duckdb_kql() -> Any:
+    """The ``duckdb_kql`` module, or :class:`QueryError` saying why it is missing (it needs Python 3.11+)."""
+    try:
+        import duckdb_kql
+    except ImportError as exc:
+        raise QueryError(
+            "UnsupportedConstruct",
+            "KQL queries in the emulator need the duckdb and duckdb-kql packages (the emulator extra), and "
+            f"duckdb-kql needs Python 3.11 or newer; this is Python {sys.version.split()[0]} ({exc}).",
+            detail={"code": "KqlEngineMissing"},
+        ) from None
+    return duckdb_kql
 
 
 class QueryError(ValueError):
@@ -389,8 +404,7 @@ class LocalWorkspace:
     def __init__(
         self, tables: Mapping[str, TableSnapshot], *, workspace_id: str = DEFAULT_WORKSPACE_ID
     ) -> None:
-        import duckdb_kql
-
+        duckdb_kql = _duckdb_kql()
         self._tables = list(tables)
         self._con = duckdb_kql.connect()
         self._translated: dict[str, tuple[str, dict[str, Any]]] = {}

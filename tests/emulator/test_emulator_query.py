@@ -11,6 +11,7 @@ log-standard-columns).
 from __future__ import annotations
 
 import ssl
+import sys
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -27,6 +28,10 @@ from sentinel_forwarder.emulator import (
     EmulatorCredential,
     EmulatorJwtCredential,
     QueryError,
+)
+
+pytestmark = pytest.mark.skipif(
+    sys.version_info < (3, 11), reason="duckdb-kql (KQL queries, the rule runner) needs Python 3.11+"
 )
 
 MakeRow = Callable[..., dict[str, Any]]
@@ -233,3 +238,12 @@ def test_python_query_as_of_a_moment_and_sink_mode(https: Emulator, make_row: Ma
     with Emulator(sink=True) as sink:
         upload(sink, [make_row()])
         assert sink.query(f"{TABLE} | count") == [{"Count": 0}]
+
+
+def test_without_duckdb_kql_a_query_answers_why(https: Emulator, monkeypatch: pytest.MonkeyPatch) -> None:
+    """duckdb-kql needs Python 3.11+; on 3.10 the emulator extra installs without it, and a query (or the
+    rule runner) says so instead of failing with an ImportError."""
+    monkeypatch.setitem(sys.modules, "duckdb_kql", None)  # import fails
+    with pytest.raises(QueryError) as info:
+        https.query(f"{TABLE} | count")
+    assert info.value.detail["code"] == "KqlEngineMissing" and "Python 3.11" in info.value.message

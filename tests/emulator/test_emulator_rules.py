@@ -23,6 +23,10 @@ from emulator_helpers import sync_client, upload_kwargs
 from sentinel_forwarder import AuditEntry, HashChain, Severity
 from sentinel_forwarder.emulator import Emulator, EmulatorCredential, RuleReport, load_rules, shipped_rules
 
+pytestmark = pytest.mark.skipif(
+    sys.version_info < (3, 11), reason="duckdb-kql (KQL queries, the rule runner) needs Python 3.11+"
+)
+
 NOW = datetime.now(timezone.utc)
 ATTACKER = "session-attacker-1"
 
