@@ -91,10 +91,12 @@ async def test_a_long_403_outage_while_100000_rows_are_forwarded(emu: Emulator, 
     assert stats.sent == 100_000 and stats.dropped == {} and stats.spooled == 0
     landed = landed_ids(emu)
     assert sorted(landed) == sorted(e.id for e in entries)  # every row, once
-    # Oldest first: batches start in age order; up to 4 requests of 2,500 rows are in flight at once, so a
-    # row lands at most that many rows away from its place in age order.
+    # Oldest first: batches start in age order, up to 4 requests of 2,500 rows at once, and they may land in
+    # any order. When the service heals, some of the requests then in flight land while older ones got a 403 a
+    # moment before and are sent again after them; the next 4 may land in any order too. So a row lands within
+    # two rounds of requests of its place in age order (newest first would put rows ~100,000 away).
     age = {e.id: i for i, e in enumerate(entries)}
-    assert max(abs(age[row_id] - i) for i, row_id in enumerate(landed)) < 4 * 2_500
+    assert max(abs(age[row_id] - i) for i, row_id in enumerate(landed)) <= 2 * 4 * 2_500
 
 
 async def test_rows_are_serialised_once_for_the_spool_and_the_wire(
