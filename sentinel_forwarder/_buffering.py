@@ -877,6 +877,7 @@ class BufferingForwarder:
                     with self._lock:
                         self._filtered += filtered
                 pending = len(rows)
+                rows = await self._evidence.link(rows)
                 if rows:
                     started = time.perf_counter()
                     handed = True
@@ -928,14 +929,15 @@ class BufferingForwarder:
             self._drop_log.record("unconfirmed", count, detail)
 
     def _apply_transform(self, batch: list[AuditEntry]) -> tuple[list[AuditEntry], int, list[int], list[int]]:
-        """Run the user's transform on each row (a row it fails on is dropped alone); link the rows kept.
+        """Run the user's transform on each row (a row it fails on is dropped alone); the caller links the
+        rows kept (:meth:`Evidence.link`).
 
         :returns: (rows to send, rows filtered out, the position in *batch* of each row to send, the
             positions of the rows dropped because the transform failed)
         """
         transform = self._transform
         if transform is None:
-            return self._evidence.link(batch), 0, list(range(len(batch))), []
+            return batch, 0, list(range(len(batch))), []
         rows: list[AuditEntry] = []
         kept: list[int] = []
         refused: list[int] = []
@@ -964,7 +966,7 @@ class BufferingForwarder:
                 )
         if failed:
             self._count_dropped("transform_error", failed, detail)
-        return self._evidence.link(rows), filtered, kept, refused
+        return rows, filtered, kept, refused
 
     def _account(self, result: SendResult) -> None:
         """Count a batch's result (under the lock, nothing that can fail)."""

@@ -277,41 +277,52 @@ class HashChain:
 _FILLED = frozenset({"chain_id", "sequence", "previous_hash", "hash"})
 #: The fields an entry keeps when it is linked (all but the four the chain fills).
 _KEPT = tuple(f.name for f in dataclasses.fields(AuditEntry) if f.name not in _FILLED)
-_set = object.__setattr__
+# Each field's slot setter: assigning through it skips the frozen dataclass's __setattr__ (a tuple of
+# setters by position would not be faster than these module-level names, and would hide which is which).
+_slot = {name: getattr(AuditEntry, name).__set__ for name in (*_KEPT, *_FILLED)}
+_set_summary, _set_severity, _set_detector_id = _slot["summary"], _slot["severity"], _slot["detector_id"]
+_set_session_id, _set_id, _set_timestamp = _slot["session_id"], _slot["id"], _slot["timestamp"]
+_set_extra, _set_heartbeat = _slot["extra"], _slot["heartbeat"]
+_set_chain_id, _set_sequence = _slot["chain_id"], _slot["sequence"]
+_set_previous_hash, _set_hash = _slot["previous_hash"], _slot["hash"]
+_new = object.__new__
 
 
 def _linked(entry: AuditEntry, chain_id: str, sequence: int, previous: str, digest: str) -> AuditEntry:
     """*entry* with its chain fields filled in: ``dataclasses.replace`` without re-running the constructor's
-    checks, which *entry* has passed and the chain's own values need not (about 3x cheaper, on the pump)."""
-    linked = object.__new__(AuditEntry)
-    for name in _KEPT:
-        _set(linked, name, getattr(entry, name))
-    _set(linked, "chain_id", chain_id)
-    _set(linked, "sequence", sequence)
-    _set(linked, "previous_hash", previous)
-    _set(linked, "hash", digest)
+    checks, which *entry* has passed and the chain's own values need not (about 6x cheaper, on the pump).
+    Every field is set here by name; a test checks this equals ``dataclasses.replace`` for every field."""
+    linked: AuditEntry = _new(AuditEntry)
+    _set_summary(linked, entry.summary)
+    _set_severity(linked, entry.severity)
+    _set_detector_id(linked, entry.detector_id)
+    _set_session_id(linked, entry.session_id)
+    _set_id(linked, entry.id)
+    _set_timestamp(linked, entry.timestamp)
+    _set_extra(linked, entry.extra)
+    _set_heartbeat(linked, entry.heartbeat)
+    _set_chain_id(linked, chain_id)
+    _set_sequence(linked, sequence)
+    _set_previous_hash(linked, previous)
+    _set_hash(linked, digest)
     return linked
 
 
 def _entry_form(entry: AuditEntry, previous: str, chain_id: str, sequence: int) -> bytes:
     """:func:`canonical_form` of *entry* once linked, straight from its fields (the pump's hot path; a
-    property test checks that both agree). The same JSON ``json.dumps`` writes for the list, built from its
-    C string encoder: every value is text but ``sequence``, an ``int``."""
-    texts = (
-        _FORM,
-        _format_time(entry.timestamp),
-        entry.id,
-        entry.session_id,
-        _LABELS[entry.severity],
-        entry.detector_id,
-        entry.summary,
-        previous,
-        chain_id,
-    )
-    return f"[{','.join(map(_encode_text, texts))},{int(sequence)}]".encode("utf-8", "surrogatepass")
+    property test checks that both agree). The same JSON ``json.dumps`` writes for the list, each string
+    from its C string encoder (the timestamp needs no escaping: digits, ``-:.TZ``); every value is text but
+    ``sequence``, an ``int``."""
+    return (
+        f'[{_FORM_JSON},"{_format_time(entry.timestamp)}",{_encode_text(entry.id)},'
+        f"{_encode_text(entry.session_id)},{_LABEL_JSON[entry.severity]},{_encode_text(entry.detector_id)},"
+        f"{_encode_text(entry.summary)},{_encode_text(previous)},{_encode_text(chain_id)},{int(sequence)}]"
+    ).encode("utf-8", "surrogatepass")
 
 
 _encode_text = json.encoder.encode_basestring  # what json.dumps(ensure_ascii=False) writes for a str
+_FORM_JSON = _encode_text(_FORM)
+_LABEL_JSON = {severity: _encode_text(label) for severity, label in _LABELS.items()}
 
 
 _chains: weakref.WeakSet[HashChain] = weakref.WeakSet()

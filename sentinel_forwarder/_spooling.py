@@ -273,6 +273,7 @@ class SpoolPump:
             fw._removed += n
             batch = [fw._queue.popleft() for _ in range(n)]
         rows, filtered, kept, refused = fw._apply_transform(batch)
+        rows = await fw._evidence.link(rows)
         failed: set[int] = {start + 1 + i for i in refused}  # filtered rows count as settled, not failed
         if filtered:
             with fw._lock:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 from datetime import datetime, timedelta, timezone
@@ -11,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sentinel_forwarder import AuditEntry, HashChain, Severity, canonical_form, record_hash, verify_chain
-from sentinel_forwarder._chain import _entry_form
+from sentinel_forwarder._chain import _entry_form, _linked
 
 
 def chain_rows(n: int, *, key: str | None = None) -> list[dict[str, Any]]:
@@ -140,3 +141,16 @@ def test_the_pumps_fast_form_is_the_canonical_form(
         sequence=sequence,
     )
     assert _entry_form(entry, "p" * 64, "c", sequence) == canonical_form(linked.to_row())
+
+
+def test_the_pumps_fast_copy_is_dataclasses_replace() -> None:
+    """``_linked`` sets every field by name; a field added to AuditEntry and not copied there fails here."""
+    when = datetime(2026, 12, 4, 18, 0, 0, 7, tzinfo=timezone.utc)
+    entry = AuditEntry(
+        "s", severity=Severity.HIGH, detector_id="d", session_id="x", timestamp=when, extra={"X": 1.0}
+    )
+    entry = dataclasses.replace(entry, heartbeat={"Offered": 1})
+    linked = _linked(entry, "c", 7, "p" * 64, "h" * 64)
+    expected = dataclasses.replace(entry, chain_id="c", sequence=7, previous_hash="p" * 64, hash="h" * 64)
+    assert all(getattr(linked, f.name) == getattr(expected, f.name) for f in dataclasses.fields(AuditEntry))
+    assert linked == expected and linked.extra is entry.extra

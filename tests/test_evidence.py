@@ -6,9 +6,11 @@ import dataclasses
 import os
 import sys
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import pytest
 from azure_helpers import sink_for
 
@@ -16,11 +18,12 @@ from sentinel_forwarder import (
     AuditEntry,
     BufferingForwarder,
     ForwarderSettings,
+    HashChain,
     Severity,
     record_hash,
     verify_chain,
 )
-from sentinel_forwarder._heartbeat import HEARTBEAT_DETECTOR
+from sentinel_forwarder._heartbeat import HEARTBEAT_DETECTOR, LINK_SLICE
 from sentinel_forwarder.emulator import Emulator
 from sentinel_forwarder.testing import RecordingForwarder
 
@@ -75,6 +78,73 @@ async def test_each_row_carries_its_place_and_the_verifier_reorders_them() -> No
     rows.reverse()  # landed order is not chain order
     report = verify_chain(rows, previous_hash="")
     assert report.ok and report.rows == 100 and [(c.first, c.last) for c in report.chains] == [(1, 100)]
+
+
+async def test_linking_a_big_delivery_lets_the_applications_tasks_run(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A 1,000-row delivery is linked in slices with a checkpoint between them, so a task of the application
+    runs while it is linked (in one go it would hold the loop ~4 ms)."""
+    ticks = 0
+    calls: list[tuple[int, int]] = []  # (rows linked, ticks so far) per call
+    link_all = HashChain.link_all
+
+    def recorded(self: HashChain, entries: Any) -> list[AuditEntry]:
+        linked = link_all(self, entries)
+        calls.append((len(linked), ticks))
+        return linked
+
+    monkeypatch.setattr(HashChain, "link_all", recorded)
+    done = anyio.Event()
+
+    async def ticker() -> None:
+        nonlocal ticks
+        for _ in range(10**7):  # bounded; stops when the delivery is done
+            if done.is_set():
+                return
+            ticks += 1
+            await anyio.lowlevel.checkpoint()
+
+    sink = RecordingForwarder()
+    fixed = {"max_batch_size": 1000, "max_request_rows": 1000}
+    async with anyio.create_task_group() as tg, BufferingForwarder(sink, max_interval=60, **fixed) as fwd:
+        tg.start_soon(ticker)
+        for i in range(1000):
+            fwd.forward(AuditEntry(f"e{i}"))
+        assert await fwd.flush(30) == 0
+        done.set()
+    assert [n for n, _ in calls] == [LINK_SLICE, LINK_SLICE, LINK_SLICE, 1000 - 3 * LINK_SLICE]
+    # The ticker ran between the first slice and the last (trio may run either task first within a batch,
+    # so the bound is one less than the checkpoints in between).
+    assert calls[-1][1] - calls[0][1] >= len(calls) - 2
+    assert verify_chain(sink.rows, previous_hash="").ok
+
+
+async def test_a_spool_commit_aborted_while_linking_keeps_every_row_counted(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The drain deadline passes while a commit links its rows: the commit completes (rows spooled, counted),
+    it does not vanish between the buffer and the disk."""
+    link_all = HashChain.link_all
+    fwd: BufferingForwarder | None = None
+
+    def aborting(self: HashChain, entries: Any) -> list[AuditEntry]:
+        assert fwd is not None
+        fwd._abort()  # what the drain deadline does
+        return link_all(self, entries)
+
+    sink = RecordingForwarder()
+    fwd = BufferingForwarder(sink, spool=tmp_path, max_interval=60, max_batch_size=1000)
+    async with fwd:
+        monkeypatch.setattr(HashChain, "link_all", aborting)
+        for i in range(1000):
+            fwd.forward(AuditEntry(f"e{i}"))
+        with anyio.fail_after(30):
+            await fwd._drained.wait()  # type: ignore[union-attr]  # the aborted pump stopped
+    stats = fwd.statistics()
+    assert stats.offered == 1000 and stats.spooled + stats.sent == 1000, stats
+    counted = stats.sent + stats.filtered + stats.dropped_total + stats.unconfirmed + stats.spooled
+    assert stats.offered == counted
 
 
 async def test_chain_off_leaves_rows_unlinked() -> None:

@@ -170,8 +170,26 @@ MUTANTS = [
     Mutant(
         "evidence: rows are linked after the transform",
         f"{PKG}/_buffering.py",
-        "        return self._evidence.link(rows), filtered, kept, refused",
-        "        return rows, filtered, kept, refused",
+        "                rows = await self._evidence.link(rows)\n",
+        "",
+    ),
+    Mutant(
+        "evidence: linking yields to the loop between slices",
+        f"{PKG}/_heartbeat.py",
+        "                    await anyio.lowlevel.checkpoint()",
+        "                    pass",
+    ),
+    Mutant(
+        "evidence: a commit linking at the drain deadline completes",
+        f"{PKG}/_heartbeat.py",
+        "        with anyio.CancelScope(shield=True):\n            for start",
+        "        with anyio.CancelScope():\n            for start",
+    ),
+    Mutant(
+        "evidence: the pump's fast copy keeps every field",
+        f"{PKG}/_chain.py",
+        "    _set_heartbeat(linked, entry.heartbeat)\n",
+        "",
     ),
     Mutant(
         "evidence: a lone surrogate is hashed, not raised (one crafted row must not fail its batch)",
