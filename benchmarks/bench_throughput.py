@@ -41,7 +41,6 @@ from sentinel_forwarder import BufferingForwarder, _azure, _wire
 
 TUNED: dict[str, Any] = {
     "max_batch_size": 1000,
-    "max_request_rows": 2500,
     "max_batches_in_flight": 8,
     "capacity": 50_000,
 }

@@ -62,9 +62,11 @@ logger = logging.getLogger("sentinel_forwarder")
 #: bound that matters is the DCR's 12,000 requests/min; 4 in flight of 100 rows at ~50 ms is ~80 requests/s,
 #: 40 % of one DCR's budget. Raise ``max_batch_size`` before this to go faster.
 DEFAULT_MAX_BATCHES_IN_FLIGHT = 4
-#: Chosen by measurement (docs/benchmarks.md): ~2,500 rows of ~355 bytes is ~0.9 MB of JSON, one request under
-#: the 1 MB limit; larger rows are cut into more requests by the sink.
-DEFAULT_MAX_REQUEST_ROWS = 2_500
+#: Chosen by measurement (docs/benchmarks.md): the sink cuts a delivery into ~1 MB requests, and only its last
+#: request is partly filled, so a delivery should span a few megabytes. Rows are ~550 bytes of JSON with the
+#: hash chain (~340 without): 5,000 of them are ~2.7 MB, three requests (~1.1 per MB; 2,500 rows made two
+#: requests of 1.4 MB, ~1.5 per MB), and ~1.7 MB, two requests, without the chain.
+DEFAULT_MAX_REQUEST_ROWS = 5_000
 #: The spool's disk budget: 1 GiB of row JSON is ~3 million rows of ~355 bytes (an hour at 800 rows/s).
 DEFAULT_SPOOL_MAX_BYTES = 1 << 30
 #: Rows older than this leave the spool as ``expired``: one day, well inside the two days after which Azure

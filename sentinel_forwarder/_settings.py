@@ -204,7 +204,7 @@ _VALID: Mapping[str, str] = {
     "stream_name": f"a stream declared in the DCR, e.g. {AUDIT_TABLE.stream}",
     "cloud": ", ".join(CLOUD_AUDIENCES),
     "max_batch_size": "a whole number of rows, at least 1, e.g. 100",
-    "max_request_rows": "a whole number of rows, at least 1, e.g. 2500",
+    "max_request_rows": "a whole number of rows, at least 1, e.g. 5000",
     "max_interval": f"{_SECONDS}, more than 0",
     "capacity": "a whole number of rows, at least 1, e.g. 10000",
     "max_batches_in_flight": "a whole number, at least 1, e.g. 4",
@@ -238,7 +238,7 @@ class ForwarderSettings:
     stream_name: str = AUDIT_TABLE.stream
     cloud: str = "public"
     max_batch_size: int = 100
-    max_request_rows: int | None = None  # None: BufferingForwarder's default (2,500, or max_batch_size)
+    max_request_rows: int | None = None  # None: BufferingForwarder's default (5,000, or max_batch_size)
     max_interval: float = 5.0
     capacity: int = 10_000
     max_batches_in_flight: int = 4

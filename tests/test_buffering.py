@@ -62,7 +62,8 @@ def test_max_request_rows_defaults_and_bounds() -> None:
     from sentinel_forwarder import DEFAULT_MAX_REQUEST_ROWS
 
     assert BufferingForwarder(RecordingForwarder())._max_request_rows == DEFAULT_MAX_REQUEST_ROWS
-    assert BufferingForwarder(RecordingForwarder(), max_batch_size=5000)._max_request_rows == 5000
+    big = DEFAULT_MAX_REQUEST_ROWS + 1
+    assert BufferingForwarder(RecordingForwarder(), max_batch_size=big)._max_request_rows == big
     with pytest.raises(ValueError, match="max_request_rows"):
         BufferingForwarder(RecordingForwarder(), max_batch_size=50, max_request_rows=10)
 

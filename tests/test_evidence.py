@@ -113,7 +113,8 @@ async def test_linking_a_big_delivery_lets_the_applications_tasks_run(
             fwd.forward(AuditEntry(f"e{i}"))
         assert await fwd.flush(30) == 0
         done.set()
-    assert [n for n, _ in calls] == [LINK_SLICE, LINK_SLICE, LINK_SLICE, 1000 - 3 * LINK_SLICE]
+    full, rest = divmod(1000, LINK_SLICE)
+    assert [n for n, _ in calls] == [LINK_SLICE] * full + [rest] * (rest > 0) and len(calls) >= 4
     # The ticker ran between the first slice and the last (trio may run either task first within a batch,
     # so the bound is one less than the checkpoints in between).
     assert calls[-1][1] - calls[0][1] >= len(calls) - 2

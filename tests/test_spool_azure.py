@@ -66,7 +66,7 @@ async def test_a_long_403_outage_while_100000_rows_are_forwarded(emu: Emulator, 
     emu.faults.fail_next(10**9, 403)
     entries = rows(100_000)
     sink = sink_for(emu)
-    fwd = BufferingForwarder(sink, spool=tmp_path, max_interval=0.01)
+    fwd = BufferingForwarder(sink, spool=tmp_path, max_interval=0.01, max_request_rows=2_500)
     async with fwd:
         pump = fwd._spool_pump
         assert pump is not None
@@ -91,7 +91,7 @@ async def test_a_long_403_outage_while_100000_rows_are_forwarded(emu: Emulator, 
     assert stats.sent == 100_000 and stats.dropped == {} and stats.spooled == 0
     landed = landed_ids(emu)
     assert sorted(landed) == sorted(e.id for e in entries)  # every row, once
-    # Oldest first: batches start in age order, up to 4 requests of 2,500 rows at once, and they may land in
+    # Oldest first: batches start in age order, up to 4 deliveries of 2,500 rows at once, and they may land in
     # any order. When the service heals, some of the requests then in flight land while older ones got a 403 a
     # moment before and are sent again after them; the next 4 may land in any order too. So a row lands within
     # two rounds of requests of its place in age order (newest first would put rows ~100,000 away).
