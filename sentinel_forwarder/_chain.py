@@ -274,12 +274,9 @@ class HashChain:
         return _linked(entry, chain_id, sequence, previous, digest)
 
 
-_FILLED = frozenset({"chain_id", "sequence", "previous_hash", "hash"})
-#: The fields an entry keeps when it is linked (all but the four the chain fills).
-_KEPT = tuple(f.name for f in dataclasses.fields(AuditEntry) if f.name not in _FILLED)
 # Each field's slot setter: assigning through it skips the frozen dataclass's __setattr__ (a tuple of
 # setters by position would not be faster than these module-level names, and would hide which is which).
-_slot = {name: getattr(AuditEntry, name).__set__ for name in (*_KEPT, *_FILLED)}
+_slot = {f.name: getattr(AuditEntry, f.name).__set__ for f in dataclasses.fields(AuditEntry)}
 _set_summary, _set_severity, _set_detector_id = _slot["summary"], _slot["severity"], _slot["detector_id"]
 _set_session_id, _set_id, _set_timestamp = _slot["session_id"], _slot["id"], _slot["timestamp"]
 _set_extra, _set_heartbeat = _slot["extra"], _slot["heartbeat"]

@@ -93,8 +93,8 @@ class Evidence:
         orders rows by sequence, so that is no break.
         """
         chain = self.chain
-        if chain is None or len(rows) <= LINK_SLICE:
-            return rows if chain is None or not rows else chain.link_all(rows)
+        if chain is None:
+            return rows
         linked: list[AuditEntry] = []
         with anyio.CancelScope(shield=True):
             for start in range(0, len(rows), LINK_SLICE):
