@@ -21,12 +21,12 @@ from ._chain import (
     verify_chain,
 )
 from ._entry import AuditEntry, Severity
-from ._health import ForwarderHealth
 from ._log_handler import AuditLogHandler
 from ._protocol import DROP_REASONS, AuditForwarder, AuditSink, DropReason, SendResult
 from ._schema import AUDIT_TABLE, Column, TableSchema
 from ._settings import ConfigurationError, ForwarderSettings
 from ._setup import add_sentinel_forwarder
+from ._snapshots import ForwarderHealth
 
 __all__ = [
     "AUDIT_TABLE",

@@ -31,7 +31,6 @@ from azure.core.exceptions import AzureError, ClientAuthenticationError, HttpRes
 
 from ._endpoint import parse_endpoint
 from ._entry import AuditEntry
-from ._metrics import ErrorLog
 from ._poison import isolate_refused
 from ._protocol import AuditSink, DropReason, RowOutcome, SendResult
 from ._retry import (
@@ -46,8 +45,9 @@ from ._retry import (
 )
 from ._schema import AUDIT_TABLE
 from ._transport import ingestion_transport
+from ._util.ratelimited import ErrorLog
+from ._util.workers import DaemonWorkers
 from ._wire import CODEC, MAX_REQUEST_BYTES, STDLIB, compressed, plan
-from ._workers import DaemonWorkers
 
 logger = logging.getLogger("sentinel_forwarder.azure")
 

@@ -19,15 +19,18 @@ import sys
 import threading
 from dataclasses import replace
 from types import FrameType
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
 import anyio.from_thread
 import anyio.lowlevel
 
-from ._buffering import BufferingForwarder, ForwarderStatistics
+from . import _fork
 from ._entry import AuditEntry
-from ._health import ForwarderHealth
+from ._snapshots import ForwarderHealth, ForwarderStatistics
+
+if TYPE_CHECKING:  # the forwarder's module imports this one: a forked child may need a new runner
+    from ._buffering import BufferingForwarder
 
 logger = logging.getLogger("sentinel_forwarder")
 
@@ -69,7 +72,12 @@ class BackgroundForwarder:
         self._sigterm_drain: threading.Thread | None = None
         self._sigterm_drained = False
         self._fresh_thread()
-        forwarder._runner = self  # in a forked child, the forwarder restarts this runner on first use
+        _fork.remember_runner(forwarder, self)  # in a forked child, the forwarder restarts this runner
+        _fork.reinit_at_fork(self)
+
+    def _at_fork_reinit(self) -> None:
+        """In a forked child: forget the parent's thread and loop (the fork policy restarts it)."""
+        self._fresh_thread()
 
     def _fresh_thread(self) -> None:
         self._ready = threading.Event()
@@ -94,10 +102,6 @@ class BackgroundForwarder:
         if self._drain_on_sigterm:
             self._install_sigterm()
         return self
-
-    def reset_in_fork_child(self) -> None:
-        """In a forked child (called by the forwarder's fork hook): forget the parent's thread and loop."""
-        self._fresh_thread()
 
     def start_in_fork_child(self) -> None:
         """Start in a forked child, without waiting: called when the child's first row arrives."""
@@ -192,7 +196,7 @@ class BackgroundForwarder:
             outcome.append(ok)
             done.set()
 
-        answer = self.forwarder._offer_durable(entry, settle)
+        answer = self.forwarder.offer_durable(entry, settle)
         if answer is not None:
             return answer
         done.wait(timeout)

@@ -1,18 +1,17 @@
 """``BufferingForwarder``: a never-blocking ``forward()`` in front of a batching pump.
 
-Data flows one way: ``forward(entry)`` → bounded buffer → pump (cuts batches by size or age) → up to
-``max_batches_in_flight`` concurrent ``inner.send_batch()`` calls. Every offered row ends counted exactly
-once: sent, filtered, dropped with a reason, or unconfirmed (sent, but whether it landed is unknown).
+Data flows one way: ``forward(entry)`` → bounded buffer → pump (cuts batches by size or age) → stages
+(transform → filter → link) → up to ``max_batches_in_flight`` concurrent deliveries to the sink. Every offered
+row ends counted exactly once in the ledger: sent, filtered, dropped with a reason, or unconfirmed (sent, but
+whether it landed is unknown).
+
+This class is the façade (the options, ``forward()``, the lifecycle); the engine's parts live in ``_core``
+(buffer, ledger, stages, delivery, the memory pump) and ``_spooling`` (the spool pump): it wires them once per
+run and picks its pump once. See docs/architecture.md.
 
 Nothing that goes wrong after the forwarder has opened reaches the application: a sink that raises, returns
 junk or loses count, a transform that raises, a row that cannot be serialised, all are counted and logged, and
 the pump goes on. Only opening can raise (the sink's own ``__aenter__``: a misconfiguration).
-
-The buffer is a ``collections.deque`` appended to without a lock rather than an anyio memory object stream:
-anyio streams may only be used from their event loop's thread, and ``forward()`` must also be callable from
-other threads. The pump is woken only when a batch may be ready (first row, full batch, close), the same way
-as OpenTelemetry's batch processor; ``benchmarks/bench_forward.py`` compares it with a bare
-``MemoryObjectSendStream.send_nowait``.
 """
 
 from __future__ import annotations
@@ -24,37 +23,36 @@ __all__ = [
     "DEFAULT_SPOOL_MAX_BYTES",
     "BufferingForwarder",
     "ForwarderStatistics",
+    "Lifecycle",
     "Transform",
 ]
 
-import contextlib
 import logging
 import os
-import random
-import threading
-import time
-import weakref
-from collections import Counter, deque
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, replace
-from types import MappingProxyType, TracebackType
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Sequence
+from types import TracebackType
 
 import anyio
-import anyio.lowlevel
 from anyio.abc import TaskGroup, TaskStatus
 from opentelemetry import metrics
 
+from . import _fork
+from ._background import BackgroundForwarder
 from ._chain import Key
+from ._core.buffer import Buffer
+from ._core.delivery import Delivery
+from ._core.ledger import Ledger
+from ._core.metrics import Reporter, instruments_for
+from ._core.pump import Batching, MemoryPump, Pump
+from ._core.scopes import WorkScopes
+from ._core.stages import Stages, Transform
 from ._entry import AuditEntry, Severity
-from ._health import ForwarderHealth
 from ._heartbeat import Evidence, default_application
-from ._metrics import DropLog, ErrorLog, ForwarderAttributes, instruments_for
-from ._protocol import DROP_REASONS, AuditForwarder, DropReason, SendResult
+from ._lifecycle import Lifecycle
+from ._protocol import AuditForwarder, DropReason, SendResult
+from ._snapshots import ForwarderHealth, ForwarderStatistics
 from ._spooling import SpoolPump
-
-if TYPE_CHECKING:
-    from ._background import BackgroundForwarder
+from ._util.ratelimited import DropLog, ErrorLog
 
 logger = logging.getLogger("sentinel_forwarder")
 
@@ -72,68 +70,6 @@ DEFAULT_SPOOL_MAX_BYTES = 1 << 30
 #: Rows older than this leave the spool as ``expired``: one day, well inside the two days after which Azure
 #: replaces a row's ``TimeGenerated`` with the time it received the row.
 DEFAULT_SPOOL_MAX_AGE = 86_400.0
-#: References to the spools of a parent process, kept in a forked child so that their SQLite connections are
-#: never closed (closing would run SQLite's clean-up against files the parent is using).
-_INHERITED_SPOOLS: list[object] = []
-#: After a sink raised, the pump waits up to this (doubling per consecutive failure, full jitter) before the
-#: next batch, so a broken sink is not called in a tight loop.
-_SINK_BACKOFF_FIRST = 0.05
-_SINK_BACKOFF_MAX = 5.0
-#: Exceptions that stop the program on purpose: counted, then re-raised. Everything else is contained.
-_INTERRUPTS = (KeyboardInterrupt, SystemExit)
-
-_NEW, _OPEN, _CLOSING, _CLOSED = range(4)
-
-#: Every live forwarder, so a forked child can give each a fresh state (os.register_at_fork below).
-_forwarders: weakref.WeakSet[BufferingForwarder] = weakref.WeakSet()
-
-Transform = Callable[[AuditEntry], "AuditEntry | None"]
-
-
-@dataclass(frozen=True)
-class ForwarderStatistics:
-    """A snapshot of a :class:`BufferingForwarder`'s counters.
-
-    After close, ``offered == sent + filtered + sum(dropped.values()) + unconfirmed``.
-    """
-
-    #: Rows passed to ``forward()`` (or ``send_batch()``).
-    offered: int
-    #: Rows taken into the buffer.
-    accepted: int
-    #: Rows the sink delivered.
-    sent: int
-    #: Rows left out on purpose: below ``min_severity`` or dropped by ``transform`` (not losses).
-    filtered: int
-    #: Rows lost, by reason.
-    dropped: Mapping[DropReason, int]
-    #: Rows sent whose landing is unknown: their answer was lost, or they were on the wire at the deadline.
-    unconfirmed: int
-    #: Rows waiting in the buffer now.
-    queue_depth: int
-    #: Batches being delivered now.
-    batches_in_flight: int
-    #: Batches whose every row was delivered.
-    batches_sent: int
-    #: Batches with at least one row not delivered.
-    batches_failed: int
-    #: The last error reported by the sink, if any.
-    last_error: str | None
-    #: With a spool: rows waiting in it now (on disk, including those being delivered).
-    spooled: int = 0
-    #: With a spool: bytes of those rows' JSON.
-    spooled_bytes: int = 0
-    #: With a spool: seconds since the oldest waiting row was spooled (``None``: the spool is empty).
-    oldest_spooled_age: float | None = None
-    #: With a spool: rows the service refused, kept with its answer (already counted in ``dropped``).
-    dead_letters: int = 0
-    #: With a spool: rows taken over from an earlier run or a dead process (delivered as if offered now).
-    recovered: int = 0
-
-    @property
-    def dropped_total(self) -> int:
-        """All rows lost, whatever the reason."""
-        return sum(self.dropped.values())
 
 
 class BufferingForwarder:
@@ -229,121 +165,98 @@ class BufferingForwarder:
             raise ValueError(f"spool_max_age must be positive, not {spool_max_age}")
         if heartbeat_interval is not None and not heartbeat_interval >= 0:
             raise ValueError(f"heartbeat_interval must not be negative, not {heartbeat_interval}")
-        self._chain_options = (
-            chain,
-            chain_key,
-            heartbeat_interval or None,
-            application or default_application(),
-        )
         self._spool_dir = None if spool is None else os.fspath(spool)
         self._spool_max_bytes = spool_max_bytes
         self._spool_max_age = float(spool_max_age)
+        self._chain, self._chain_key = chain, chain_key
+        self._heartbeat_interval = heartbeat_interval or None
+        self._application = application or default_application()
         self._inner = inner
-        self._max_batch_size = max_batch_size
-        self._max_request_rows = max_request_rows
-        self._max_interval = float(max_interval)
-        self._capacity = capacity
-        self._max_in_flight = max_batches_in_flight
+        self._batching = Batching(
+            max_batch_size=max_batch_size,
+            max_interval=float(max_interval),
+            max_request_rows=max_request_rows,
+            max_in_flight=max_batches_in_flight,
+            capacity=capacity,
+        )
         self._drain_timeout = float(drain_timeout)
         self._min_severity = Severity.parse(min_severity)
         self._transform = transform
         self._name = name
         self._instruments = instruments_for(meter_provider)
-        self._attrs = ForwarderAttributes(name)
-        #: The thread that runs this forwarder (a BackgroundForwarder sets itself here), if any.
-        self._runner: BackgroundForwarder | None = None
-        self._init_state()
-        _forwarders.add(self)
+        self._state = Lifecycle.NEW
+        self._new_run()
+        _fork.reinit_at_fork(self)
 
-    def _init_state(self) -> None:
-        """Everything that belongs to one run: buffer, counters, locks, loop objects."""
-        self._lock = threading.Lock()
-        self._queue: deque[AuditEntry] = deque()
-        self._state = _NEW
-        # forward() appends without the lock (deque.append is atomic) and counts nothing on success; accepted
-        # rows are derived: removed from the queue (by the pump, or at close) plus those still queued.
-        self._accepting = True  # False once closing: forward() drops with reason "closed"
-        self._removed = 0
-        self._filtered_early = 0
-        self._sent = 0
-        self._filtered = 0
-        self._unconfirmed = 0
-        self._dropped: dict[DropReason, int] = dict.fromkeys(DROP_REASONS, 0)
-        self._batches_sent = 0
-        self._batches_failed = 0
-        self._last_error: str | None = None
-        self._sink_failures = 0  # consecutive batches whose send_batch raised
-        self._last_success: float | None = None  # time.time() of the last delivery that landed rows
-        self._failures_in_a_row = 0  # deliveries that did not land every row, since the last that did
-        # Where each batch in flight starts, counted in rows taken from the buffer: every row before the
-        # smallest of them (or before _removed, if none is in flight) has been counted. flush() waits on it.
-        self._in_flight_starts: set[int] = set()
-        self._flush_target = 0  # cut partial batches until this many rows were taken from the buffer
-        self._flush_waiters: list[tuple[int, anyio.Event]] = []
-        self._start_in_child = False  # a forked child's forwarder starts its own thread on the first row
-
-        self._drop_log = DropLog(logger)
-        self._errors = ErrorLog(logger)
-        chain, key, interval, application = self._chain_options
-        self._evidence = Evidence(self, chain=chain, key=key, interval=interval, application=application)
-        self._spool_pump = (
-            None
-            if self._spool_dir is None
-            else SpoolPump(
-                self, self._spool_dir, max_bytes=self._spool_max_bytes, max_age=self._spool_max_age
-            )
-        )
-        self._instruments.observe(self)
-
-        # Created on the event loop when the forwarder opens.
-        self._loop_thread: int | None = None
-        self._token: anyio.lowlevel.EventLoopToken | None = None
-        self._wakeup: anyio.Event | None = None
-        self._close_requested: anyio.Event | None = None
-        self._closing: anyio.Event | None = None
-        self._drained: anyio.Event | None = None
-        self._stopped: anyio.Event | None = None
-        self._host: TaskGroup | None = None  # the task group of ``async with``
-        # The pump and deliveries run shielded, so cancelling the code around the forwarder still lets the
-        # drain deliver; the forwarder cancels them itself at the drain deadline.
-        self._work_scopes: set[anyio.CancelScope] = set()
-        self._aborted = False
-        self._drain_deadline = 0.0  # when closing, the drain's deadline (anyio.current_time())
-
-    # -- fork ------------------------------------------------------------------------------------------
-
-    def _reset_in_fork_child(self) -> None:
-        """In a forked child: an unopened forwarder with the same options, an empty buffer, zero counters and
-        new locks (the parent's buffered rows stay the parent's to send). If it was running in the parent,
-        the child's first ``forward()`` starts it on a thread of the child's own."""
-        state = self._state
-        if self._spool_pump is not None:
-            _INHERITED_SPOOLS.append(self._spool_pump.spool)
-        self._init_state()
+    def _at_fork_reinit(self) -> None:
+        """In a forked child: a forwarder with the same options, an empty buffer, zero counters and new
+        locks (the parent's buffered rows stay the parent's to send); the fork policy decides whether it
+        starts again (:meth:`Lifecycle.after_fork`)."""
+        _fork.keep_inherited(self._pump)  # never closed here: the parent still uses what it holds
+        state = self._state.after_fork()
+        self._new_run()
         reset = getattr(self._inner, "reset_after_fork", None)
         if callable(reset):
             reset()
-        if self._runner is not None:
-            self._runner.reset_in_fork_child()
-        if state == _CLOSED:  # closed in the parent: closed in the child too (rows count as "closed")
-            self._state, self._accepting = _CLOSED, False
-        elif state != _NEW:
-            self._start_in_child = True  # _wake() starts it: the child's first row always wakes the pump
+        self._state = state
+        if state is Lifecycle.CLOSED:  # rows offered in the child count as "closed"
+            self._buffer.accepting = False
+
+    def _new_run(self) -> None:
+        """The parts of one run, wired once: buffer, ledger, scopes, delivery, evidence, stages, pump."""
+        errors = ErrorLog(logger)
+        self._errors = errors
+        self._ledger = ledger = Ledger(Reporter(self._instruments, self._name, DropLog(logger)))
+        self._buffer = buffer = Buffer(self._batching.capacity, self._batching.max_batch_size, ledger.lock)
+        buffer.on_wake_unbound = self._start_fork_child
+        self._scopes = scopes = WorkScopes()
+        self._delivery = delivery = Delivery(self._inner, scopes, errors)
+        self._evidence = evidence = Evidence(
+            delivery.send_uncounted,
+            self.statistics,
+            errors,
+            chain=self._chain,
+            key=self._chain_key,
+            interval=self._heartbeat_interval,
+            application=self._application,
+        )
+        stages = Stages(self._transform, evidence.link, ledger)
+        self._pump: Pump
+        if self._spool_dir is None:
+            self._pump = MemoryPump(buffer, ledger, stages, delivery, scopes, self._batching)
+        else:
+            self._pump = SpoolPump(
+                buffer,
+                ledger,
+                stages,
+                delivery,
+                scopes,
+                self._batching,
+                head=evidence.head,
+                resume=evidence.resume,
+                directory=self._spool_dir,
+                max_bytes=self._spool_max_bytes,
+                max_age=self._spool_max_age,
+            )
+        self._instruments.observe(self)
+        # Created on the event loop when the forwarder opens.
+        self._close_requested: anyio.Event | None = None
+        self._drained: anyio.Event | None = None
+        self._stopped: anyio.Event | None = None
+        self._host: TaskGroup | None = None  # the task group of ``async with``
+        self._drain_deadline = 0.0  # when closing, the drain's deadline (anyio.current_time())
 
     def _start_fork_child(self) -> None:
-        with self._lock:
-            if not self._start_in_child:
+        """The first row in a forked child whose parent ran this forwarder: start it on a thread."""
+        with self._ledger.lock:
+            if self._state is not Lifecycle.FORKED:
                 return
-            self._start_in_child = False
+            self._state = Lifecycle.NEW
         try:
-            runner = self._runner
-            if runner is None:
-                from ._background import BackgroundForwarder
-
-                runner = BackgroundForwarder(self)
+            runner = _fork.runner_of(self) or BackgroundForwarder(self)
             runner.start_in_fork_child()
         except Exception as exc:  # no thread to be had: count rows as closed rather than strand them
-            self._accepting = False
+            self._buffer.accepting = False
             self._errors.error("sentinel-forwarder could not start in a forked child", exc)
 
     # -- the hot path ------------------------------------------------------------------------------------
@@ -361,14 +274,16 @@ class BufferingForwarder:
         if entry.__class__ is not AuditEntry and not isinstance(entry, AuditEntry):
             raise TypeError(f"forward() takes an AuditEntry, not {type(entry).__name__}")
         if entry.severity < self._min_severity:
-            return self._filter_early()
-        queue = self._queue
-        if len(queue) >= self._capacity or not self._accepting:
+            self._ledger.filtered_early()
+            return True
+        buffer = self._buffer
+        rows = buffer.rows
+        if len(rows) >= buffer.capacity or not buffer.accepting:
             return self._reject()
-        queue.append(entry)
-        depth = len(queue)
-        if depth == 1 or depth == self._max_batch_size:
-            self._wake()
+        rows.append(entry)
+        depth = len(rows)
+        if depth == 1 or depth == buffer.batch_size:
+            buffer.wake()
         return True
 
     async def forward_durable(self, entry: AuditEntry, *, timeout: float | None = None) -> bool:  # noqa: ASYNC109
@@ -391,81 +306,45 @@ class BufferingForwarder:
             outcome.append(ok)
             done.set()
 
-        answer = self._offer_durable(entry, settle)
+        answer = self.offer_durable(entry, settle)
         if answer is not None:
             return answer
         with anyio.move_on_after(timeout):
             await done.wait()
         return bool(outcome and outcome[0])
 
-    def _offer_durable(self, entry: AuditEntry, settle: Callable[[bool], None]) -> bool | None:
-        """Offer *entry*; ``settle(committed)`` is called once it is committed or dropped. -> the final
-        answer at once (filtered, or dropped before it was taken), or ``None``: wait for *settle*."""
-        if self._spool_pump is None:
+    def offer_durable(self, entry: AuditEntry, settle: Callable[[bool], None]) -> bool | None:
+        """Offer *entry*; ``settle(committed)`` is called once it is committed or dropped (on the
+        forwarder's loop). The building block of :meth:`forward_durable` and its blocking twin.
+
+        :returns: the final answer at once (filtered, or dropped before it was taken), or ``None``: wait for
+            *settle*.
+        :raises RuntimeError: if the forwarder has no spool.
+        :raises TypeError: if *entry* is not an :class:`AuditEntry`.
+        """
+        if not self._pump.durable:
             raise RuntimeError("forward_durable() needs a spool: BufferingForwarder(..., spool=directory)")
         if not isinstance(entry, AuditEntry):
             raise TypeError(f"forward_durable() takes an AuditEntry, not {type(entry).__name__}")
         if entry.severity < self._min_severity:
-            return self._filter_early()
-        with self._lock:
-            queue = self._queue
-            if len(queue) >= self._capacity or not self._accepting:
+            self._ledger.filtered_early()
+            return True
+        buffer = self._buffer
+        with buffer.lock:
+            if len(buffer.rows) >= buffer.capacity or not buffer.accepting:
                 accepted = False
             else:
-                queue.append(entry)
+                buffer.rows.append(entry)
                 accepted = True
-                self._spool_pump.add_durable_waiter(self._removed + len(queue), settle)
+                self._pump.add_durable_waiter(buffer.taken + len(buffer.rows), settle)
         if not accepted:
             return self._reject()
-        self._wake()
+        buffer.wake()
         return None
 
-    def _filter_early(self) -> bool:
-        with self._lock:
-            self._filtered_early += 1
-        return True
-
     def _reject(self) -> bool:
-        self._count_dropped("queue_full" if self._accepting else "closed", 1, None)
+        self._ledger.dropped("queue_full" if self._buffer.accepting else "closed", 1, None)
         return False
-
-    def _count_dropped(
-        self, reason: DropReason, count: int, detail: str | None, *, severity: Severity | None = None
-    ) -> None:
-        """Count *count* rows dropped for *reason*, then report them (metrics and the drop log)."""
-        with self._lock:
-            self._dropped[reason] += count
-        self._on_dropped(reason, count, detail, severity=severity)
-
-    def _wake(self) -> None:
-        """Wake the pump: directly on its thread, through the loop's thread-safe queue from others."""
-        if self._loop_thread is None:
-            if self._start_in_child:
-                self._start_fork_child()
-            return  # not started: the pump looks at the queue when it starts
-        if threading.get_ident() == self._loop_thread:
-            self._set_wakeup()
-        else:
-            assert self._token is not None
-            # If the loop is gone, close has accounted for what is queued.
-            with contextlib.suppress(anyio.RunFinishedError, RuntimeError):
-                self._token.backend_class.run_sync_soon(self._set_wakeup, (), self._token.native_token)
-
-    def _set_wakeup(self) -> None:
-        if self._wakeup is not None:
-            self._wakeup.set()
-
-    def _on_dropped(
-        self, reason: DropReason, count: int, detail: str | None, *, severity: Severity | None = None
-    ) -> None:
-        # Metrics and logging belong to the application (its exporters, handlers, filters). If they fail, the
-        # count already taken stands, and forward() must not raise: their failure is not ours to report.
-        with contextlib.suppress(Exception):
-            attrs = self._attrs.by_reason[reason]
-            if severity is not None:
-                attrs = {**attrs, "severity": severity.label}
-            self._instruments.dropped.add(count, attrs)
-            self._drop_log.record(reason, count, detail)
 
     # -- AuditForwarder ----------------------------------------------------------------------------------
 
@@ -478,7 +357,7 @@ class BufferingForwarder:
                 taken += 1
             else:
                 dropped += 1
-                reason = "queue_full" if self._accepting else "closed"
+                reason = "queue_full" if self._buffer.accepting else "closed"
         return SendResult(taken) + SendResult.failed(reason, dropped) if dropped else SendResult(taken)
 
     @property
@@ -491,77 +370,46 @@ class BufferingForwarder:
         """Seconds that closing may spend delivering what is buffered."""
         return self._drain_timeout
 
+    @property
+    def batching(self) -> Batching:
+        """When a batch is due and how much one delivery takes (from the options, resolved)."""
+        return self._batching
+
+    @property
+    def state(self) -> Lifecycle:
+        """Where the forwarder is in its lifecycle."""
+        return self._state
+
     def queue_depth(self) -> int:
         """Rows waiting in the buffer."""
-        return len(self._queue)
+        return len(self._buffer.rows)
 
     def statistics(self) -> ForwarderStatistics:
         """A frozen snapshot of the counters."""
-        with self._lock:
-            queued = len(self._queue)
-            dropped = dict(self._dropped)
-            if self._state == _CLOSED:
-                # A forward() racing with close can append after the final count: such rows are lost too.
-                dropped["shutdown_timeout"] += queued
-            accepted = self._removed + queued
-            return ForwarderStatistics(
-                offered=accepted + self._filtered_early + dropped["queue_full"] + dropped["closed"],
-                accepted=accepted,
-                sent=self._sent,
-                filtered=self._filtered_early + self._filtered,
-                dropped=MappingProxyType({r: n for r, n in dropped.items() if n}),
-                unconfirmed=self._unconfirmed,
-                queue_depth=0 if self._state == _CLOSED else queued,
-                batches_in_flight=len(self._in_flight_starts),
-                batches_sent=self._batches_sent,
-                batches_failed=self._batches_failed,
-                last_error=self._last_error,
-                **self._spool_statistics(),
-            )
+        pump = self._pump
+        return self._ledger.statistics(self._buffer, in_flight=pump.in_flight(), extra=pump.statistics())
 
     def health(self) -> ForwarderHealth:
         """A frozen snapshot for a readiness endpoint: pump alive, last success, failures, backlog."""
         stats = self.statistics()
-        pump = self._spool_pump
-        with self._lock:
-            alive = self._state == _OPEN and self._drained is not None and not self._drained.is_set()
-            last, failures = self._last_success, self._failures_in_a_row
-        if pump is not None:  # with a spool, failing rows are kept, not dropped: its own count says
-            failures = max(failures, pump._failures)
+        last, failures = self._ledger.progress()
+        drained = self._drained
+        alive = self._state is Lifecycle.OPEN and drained is not None and not drained.is_set()
         return ForwarderHealth(
             pump_alive=alive,
             last_success=last,
-            consecutive_failures=failures,
+            consecutive_failures=max(failures, self._pump.consecutive_failures()),
             backlog=stats.queue_depth + stats.spooled,
             queue_depth=stats.queue_depth,
-            spool=pump is not None,
+            spool=self._pump.durable,
             spooled=stats.spooled,
             dead_letters=stats.dead_letters,
         )
 
-    def _spool_statistics(self) -> dict[str, Any]:
-        pump = self._spool_pump
-        if pump is None:
-            return {}
-        spool = pump.spool
-        oldest = pump.oldest
-        return {
-            "spooled": spool.rows,
-            "spooled_bytes": spool.bytes,
-            "oldest_spooled_age": None if oldest is None else max(time.time() - oldest, 0.0),
-            "dead_letters": spool.dead_letters,
-            "recovered": pump.recovered,
-        }
-
     def spool_gauges(self) -> tuple[int, int, float, int] | None:
         """For the spool gauges: (rows, bytes, oldest row's age in seconds, dead letters); ``None``
         without a spool."""
-        pump = self._spool_pump
-        if pump is None:
-            return None
-        spool, oldest = pump.spool, pump.oldest
-        age = 0.0 if oldest is None else max(time.time() - oldest, 0.0)
-        return spool.rows, spool.bytes, age, spool.dead_letters
+        return self._pump.gauges()
 
     # -- lifecycle ---------------------------------------------------------------------------------------
 
@@ -620,7 +468,7 @@ class BufferingForwarder:
         the caller does not cut the drain short.
         """
         if self._close_requested is None or self._stopped is None:
-            if self._state == _NEW:
+            if self._state in (Lifecycle.NEW, Lifecycle.FORKED):
                 self._finish()  # never opened: rows buffered before are lost
             return
         self._close_requested.set()
@@ -638,93 +486,39 @@ class BufferingForwarder:
             buffer and the spool are both empty (rows offered meanwhile included) and returns what still
             waits in them.
         """
-        with self._lock:
-            target = self._removed + len(self._queue)
-            running = self._state in (_OPEN, _CLOSING) and self._stopped is not None
+        running = self._state in (Lifecycle.OPEN, Lifecycle.CLOSING) and self._stopped is not None
         if not running:
-            return 0 if self._state == _CLOSED else len(self._queue)
-        if self._spool_pump is not None:
-            return await self._flush_spool(timeout)
-        if target <= self._counted_through():
-            return 0
-        self._flush_target = max(self._flush_target, target)
-        self._set_wakeup()
-        waiter = (target, anyio.Event())
-        self._flush_waiters.append(waiter)
-        try:
-            with anyio.move_on_after(timeout):
-                await waiter[1].wait()
-        finally:
-            with contextlib.suppress(ValueError):
-                self._flush_waiters.remove(waiter)
-        return max(target - self._counted_through(), 0)
-
-    async def _flush_spool(self, timeout: float | None) -> int:  # noqa: ASYNC109
-        """With a spool: wait until the buffer and the spool are empty. -> rows still waiting."""
-        assert self._spool_pump is not None
-        spool = self._spool_pump.spool
-        if self._queue or spool.rows:
-            waiter = (0, anyio.Event())
-            self._flush_waiters.append(waiter)
-            self._set_wakeup()
-            try:
-                with anyio.move_on_after(timeout):
-                    await waiter[1].wait()
-            finally:
-                with contextlib.suppress(ValueError):
-                    self._flush_waiters.remove(waiter)
-        return len(self._queue) + spool.rows
-
-    def _counted_through(self) -> int:
-        """How many rows taken from the buffer, in order, are all counted (batches finish out of order)."""
-        with self._lock:
-            return min(self._in_flight_starts, default=self._removed)
-
-    def _settle(self, start: int) -> None:
-        """The batch taken from the buffer at *start* is counted; wake the flushes that are complete."""
-        with self._lock:
-            self._in_flight_starts.discard(start)
-        self._wake_flushes()
-
-    def _wake_flushes(self) -> None:
-        done = self._counted_through()
-        for target, event in self._flush_waiters:
-            if done >= target:
-                event.set()
+            return 0 if self._state is Lifecycle.CLOSED else len(self._buffer.rows)
+        return await self._pump.flush(timeout)
 
     async def _open(self) -> None:
-        if self._state != _NEW:
+        if self._state is not Lifecycle.NEW:
             raise RuntimeError("a BufferingForwarder can be started only once; create a new one")
-        self._state = _OPEN  # claimed: a second start fails even while the sink is opening
+        self._state = Lifecycle.OPEN  # claimed: a second start fails even while the sink is opening
         # Before the sink opens, so aclose() from another task meanwhile is heard.
-        self._wakeup = anyio.Event()
+        self._buffer.bind()
         self._close_requested = anyio.Event()
-        self._closing = anyio.Event()
         self._drained = anyio.Event()
         self._stopped = anyio.Event()
         try:
-            if self._spool_pump is not None:
-                await self._spool_pump.open()  # an unusable directory fails here, at startup
+            await self._pump.open()  # an unusable spool directory fails here, at startup
             await self._inner.__aenter__()
         except BaseException:
             self._finish()
-            if self._spool_pump is not None:
-                with anyio.CancelScope(shield=True):
-                    await self._spool_pump.close()
+            with anyio.CancelScope(shield=True):
+                await self._pump.close()
             self._stopped.set()
             raise
-        # _token before _loop_thread: forward() on another thread reads them in that order.
-        self._token = anyio.lowlevel.current_token()
-        self._loop_thread = threading.get_ident()
+        self._buffer.bind_thread()
 
     async def _serve(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Pump until asked to close or cancelled; then drain under the deadline, shielded."""
         assert self._close_requested is not None and self._stopped is not None
         try:
             async with anyio.create_task_group() as tg:
-                tg.start_soon(self._pump, tg, name="sentinel_forwarder pump")
-                assert self._closing is not None
-                tg.start_soon(self._evidence.run, self._closing, name="sentinel_forwarder heartbeat")
+                tg.start_soon(self._pump_until_drained, tg, name="sentinel_forwarder pump")
+                assert self._buffer.closed is not None
+                tg.start_soon(self._evidence.run, self._buffer.closed, name="sentinel_forwarder heartbeat")
                 task_status.started()
                 try:
                     await self._close_requested.wait()
@@ -736,22 +530,26 @@ class BufferingForwarder:
             with anyio.CancelScope(shield=True):
                 await self._evidence.final(self._drain_deadline - anyio.current_time())
                 await self._close_inner()
-                if self._spool_pump is not None:
-                    await self._spool_pump.close()
+                await self._pump.close()
             self._stopped.set()
 
+    async def _pump_until_drained(self, tg: TaskGroup) -> None:
+        assert self._drained is not None
+        try:
+            await self._pump.run(tg)
+        finally:
+            self._drained.set()
+
     async def _drain(self) -> None:
-        assert self._closing is not None and self._drained is not None
-        with self._lock:
-            self._state = _CLOSING
-            self._accepting = False
-        self._closing.set()
-        self._set_wakeup()
+        assert self._drained is not None
+        with self._ledger.lock:
+            self._state = Lifecycle.CLOSING
+        self._buffer.close()
         self._drain_deadline = anyio.current_time() + self._drain_timeout
         with anyio.move_on_after(self._drain_timeout):
             await self._drained.wait()
         if not self._drained.is_set():
-            self._abort()
+            self._scopes.abort()
 
     async def _close_inner(self) -> None:
         try:
@@ -759,306 +557,14 @@ class BufferingForwarder:
         except Exception as exc:
             self._errors.error("sentinel-forwarder: the sink failed to close", exc)
 
-    def _abort(self) -> None:
-        """Cancel the pump and every delivery in flight, including deliveries started but not yet running."""
-        self._aborted = True
-        for scope in list(self._work_scopes):
-            scope.cancel()
-
-    @contextlib.contextmanager
-    def _work_scope(self) -> Iterator[anyio.CancelScope]:
-        scope = anyio.CancelScope(shield=True)
-        if self._aborted:
-            scope.cancel()
-        self._work_scopes.add(scope)
-        try:
-            with scope:
-                yield scope
-        finally:
-            self._work_scopes.discard(scope)
-
     def _finish(self) -> None:
-        """Count what is still queued as lost; stop taking rows for good."""
-        left = 0
-        with self._lock:
-            self._state = _CLOSED
-            self._accepting = False
-            while self._queue:
-                self._queue.popleft()
-                left += 1
-            self._removed += left
-            self._dropped["shutdown_timeout"] += left
-        self._wake_flushes()
+        """Count what is still buffered as lost; stop taking rows for good."""
+        self._state = Lifecycle.CLOSED
+        left = self._ledger.close(self._buffer)
+        self._pump.finish()
         if left:
-            self._on_dropped("shutdown_timeout", left, f"{left} rows were still buffered at close")
+            self._ledger.reporter.dropped(
+                "shutdown_timeout", left, f"{left} rows were still buffered at close", None
+            )
         self._instruments.forget(self)
-        self._drop_log.flush()
-
-    # -- the pump ----------------------------------------------------------------------------------------
-
-    async def _pump(self, tg: TaskGroup) -> None:
-        assert self._drained is not None
-        if self._spool_pump is not None:
-            try:
-                with self._work_scope():
-                    await self._spool_pump.run(tg)
-            finally:
-                self._drained.set()
-            return
-        slots = anyio.Semaphore(self._max_in_flight)
-        try:
-            with self._work_scope():
-                while True:
-                    await slots.acquire()
-                    try:
-                        await self._pause_after_sink_failures()
-                        batch = await self._next_batch()
-                    except Exception as exc:  # a bug in the pump itself: log it, keep pumping
-                        slots.release()
-                        self._errors.error("sentinel-forwarder: the pump failed; it goes on", exc)
-                        await self._pause(_SINK_BACKOFF_MAX)
-                        continue
-                    if batch is None:
-                        slots.release()
-                        break
-                    start, rows = batch
-                    tg.start_soon(self._deliver, rows, start, slots)
-                for _ in range(self._max_in_flight):
-                    await slots.acquire()
-        finally:
-            self._drained.set()
-
-    async def _pause_after_sink_failures(self) -> None:
-        if self._sink_failures and self._accepting:
-            limit = min(_SINK_BACKOFF_MAX, _SINK_BACKOFF_FIRST * 2 ** (self._sink_failures - 1))
-            await self._pause(random.random() * limit)
-
-    async def _pause(self, seconds: float) -> None:
-        """Wait *seconds*, or less if closing begins."""
-        assert self._closing is not None
-        with anyio.move_on_after(seconds):
-            await self._closing.wait()
-
-    async def _next_batch(self) -> tuple[int, list[AuditEntry]] | None:
-        """Wait for a batch: full, ``max_interval`` after its first row, or what is left when closing."""
-        deadline: float | None = None
-        while True:
-            self._drop_log.flush_due()
-            with self._lock:
-                depth = len(self._queue)
-                closing = not self._accepting
-            if depth >= self._max_batch_size or (depth and (closing or self._removed < self._flush_target)):
-                break
-            if not depth and closing:
-                return None
-            if depth and deadline is None:
-                deadline = anyio.current_time() + self._max_interval
-            # Idle, wait at most max_interval too: threads racing in forward() can skip the depth == 1
-            # wake-up, which must delay their rows by one interval at most, never strand them. Wake up as
-            # well when a held-back drop count is due to be logged.
-            timeout = self._max_interval if deadline is None else deadline - anyio.current_time()
-            if timeout <= 0:
-                break
-            self._wakeup = event = anyio.Event()
-            with anyio.move_on_after(min(timeout, self._drop_log.due_in())):
-                await event.wait()
-        with self._lock:
-            n = min(len(self._queue), self._max_request_rows)  # coalesce what waits, up to a request
-            start = self._removed
-            self._removed += n
-            self._in_flight_starts.add(start)
-            return start, [self._queue.popleft() for _ in range(n)]
-
-    async def _deliver(self, batch: list[AuditEntry], start: int, slots: anyio.Semaphore) -> None:
-        pending = len(batch)  # rows of this batch not yet counted anywhere
-        handed = False  # whether the sink has them (then their fate is unknown if we give up)
-        try:
-            with self._work_scope():
-                rows, filtered, _, _ = self._apply_transform(batch)
-                if filtered:
-                    with self._lock:
-                        self._filtered += filtered
-                pending = len(rows)
-                rows = await self._evidence.link(rows)
-                if rows:
-                    started = time.perf_counter()
-                    handed = True
-                    result = _reconcile(await self._inner.send_batch(rows), len(rows))
-                    self._account(result)
-                    pending = 0  # counted: nothing below may count these rows again
-                    self._sink_failures = 0
-                    self._report(result, time.perf_counter() - started)
-                pending = 0
-            if pending:  # cancelled by _abort(): the drain deadline passed
-                if handed:
-                    self._count_unconfirmed(pending, "the drain deadline passed while the sink had them")
-                else:
-                    self._count_lost(pending, "shutdown_timeout", "the drain deadline passed")
-        except BaseException as exc:
-            # A bug in the sink (or in ours), a foreign cancellation, an interrupt: this batch alone is lost.
-            self._sink_failures += 1
-            self._count_lost(pending, "sink_error", f"the sink raised {type(exc).__name__}: {exc}")
-            self._errors.error("sentinel-forwarder: the sink raised; its batch is dropped (sink_error)", exc)
-            # An interrupt stops the program only from the main thread; on a background forwarder's own
-            # thread, re-raising it would only stop forwarding for the rest of the process.
-            if isinstance(exc, _INTERRUPTS) and threading.current_thread() is threading.main_thread():
-                raise
-        finally:
-            self._settle(start)
-            slots.release()
-
-    def _count_lost(self, count: int, reason: DropReason, error: str) -> None:
-        """Count a delivery's rows that the sink never accounted for."""
-        if not count:
-            return
-        with self._lock:
-            self._dropped[reason] += count
-            self._batches_failed += 1
-            self._failures_in_a_row += 1
-            self._last_error = error
-        self._on_dropped(reason, count, error)
-
-    def _count_unconfirmed(self, count: int, error: str) -> None:
-        with self._lock:
-            self._unconfirmed += count
-            self._batches_failed += 1
-            self._last_error = error
-        self._on_unconfirmed(count, error)
-
-    def _on_unconfirmed(self, count: int, detail: str | None) -> None:
-        with contextlib.suppress(Exception):  # see _on_dropped
-            self._instruments.unconfirmed.add(count, self._attrs.base)
-            self._drop_log.record("unconfirmed", count, detail)
-
-    def _apply_transform(self, batch: list[AuditEntry]) -> tuple[list[AuditEntry], int, list[int], list[int]]:
-        """Run the user's transform on each row (a row it fails on is dropped alone); the caller links the
-        rows kept (:meth:`Evidence.link`).
-
-        :returns: (rows to send, rows filtered out, the position in *batch* of each row to send, the
-            positions of the rows dropped because the transform failed)
-        """
-        transform = self._transform
-        if transform is None:
-            return batch, 0, list(range(len(batch))), []
-        rows: list[AuditEntry] = []
-        kept: list[int] = []
-        refused: list[int] = []
-        filtered = failed = 0
-        detail = ""
-        for position, entry in enumerate(batch):
-            try:
-                out = transform(entry)
-            except _INTERRUPTS:
-                raise
-            except BaseException as exc:  # includes a foreign cancellation: the row alone
-                failed += 1
-                refused.append(position)
-                detail = f"transform raised {exc!r} for row Id {entry.id}"
-                continue
-            if out is None:
-                filtered += 1
-            elif isinstance(out, AuditEntry):
-                rows.append(out)
-                kept.append(position)
-            else:
-                failed += 1
-                refused.append(position)
-                detail = (
-                    f"transform returned {type(out).__name__} for row Id {entry.id}, not AuditEntry or None"
-                )
-        if failed:
-            self._count_dropped("transform_error", failed, detail)
-        return rows, filtered, kept, refused
-
-    def _account(self, result: SendResult) -> None:
-        """Count a batch's result (under the lock, nothing that can fail)."""
-        dropped = {r: n for r, n in result.dropped.items() if n}
-        with self._lock:
-            if result.sent:
-                self._last_success = time.time()
-            self._failures_in_a_row = self._failures_in_a_row + 1 if dropped or result.unconfirmed else 0
-            self._sent += result.sent
-            self._unconfirmed += result.unconfirmed
-            for reason, n in dropped.items():
-                self._dropped[reason] += n
-            if dropped or result.unconfirmed:
-                self._batches_failed += 1
-                if result.error:
-                    self._last_error = result.error
-            else:
-                self._batches_sent += 1
-
-    def _report(self, result: SendResult, elapsed: float) -> None:
-        """Metrics and logs for a counted batch; their failures are the application's (see _on_dropped)."""
-        dropped = {r: n for r, n in result.dropped.items() if n}
-        if result.unconfirmed:
-            self._on_unconfirmed(result.unconfirmed, result.error)
-        for reason, n in dropped.items():
-            self._on_dropped(reason, n, result.error_for(reason))
-        with contextlib.suppress(Exception):
-            inst, attrs = self._instruments, self._attrs
-            if result.sent:
-                inst.sent.add(result.sent, attrs.base)
-            failed = dropped or result.unconfirmed
-            outcome = "success" if not failed else ("partial" if result.sent else "failure")
-            inst.batches.add(1, attrs.by_outcome[outcome])
-            inst.duration.record(elapsed, attrs.base)
-
-
-def _reconcile(result: Any, count: int) -> SendResult:
-    """Make a sink's result account for exactly *count* rows; what it got wrong is ``sink_error``.
-
-    Over-reporting is capped (sent first, then drops, then unconfirmed); unknown reasons, negative numbers
-    and missing rows become ``sink_error``; a result that is not a :class:`SendResult` makes all rows
-    ``sink_error``.
-    """
-    if not isinstance(result, SendResult):
-        return SendResult.failed(
-            "sink_error", count, f"the sink returned {type(result).__name__}, not a SendResult"
-        )
-    known = all(r in DROP_REASONS and n >= 0 for r, n in result.dropped.items())
-    if known and result.total == count and result.sent >= 0 and result.unconfirmed >= 0:
-        if result.outcomes is not None and not _outcomes_agree(result):
-            return replace(result, outcomes=None)  # unusable: a spool then treats the batch as a whole
-        return result
-    left = count
-
-    def take(n: int) -> int:
-        nonlocal left
-        n = min(max(n, 0), left)
-        left -= n
-        return n
-
-    sent = take(result.sent)
-    dropped: dict[DropReason, int] = {}
-    for reason, n in result.dropped.items():
-        if reason in DROP_REASONS and (n := take(n)):
-            dropped[reason] = n
-    unconfirmed = take(result.unconfirmed)
-    message = f"the sink accounted for {result.total} of {count} rows"
-    errors = dict(result.errors)
-    if left:
-        dropped["sink_error"] = dropped.get("sink_error", 0) + left
-        errors["sink_error"] = message
-    return SendResult(sent, MappingProxyType(dropped), result.error or message, unconfirmed, errors)
-
-
-def _outcomes_agree(result: SendResult) -> bool:
-    """Whether a result's per-row outcomes add up to its counts."""
-    outcomes = result.outcomes or ()
-    counts: Counter[str] = Counter(outcomes)
-    expected: Counter[str] = Counter({r: n for r, n in result.dropped.items() if n})
-    if result.sent:
-        expected["sent"] = result.sent
-    if result.unconfirmed:
-        expected["unconfirmed"] = result.unconfirmed
-    return len(outcomes) == result.total and counts == expected
-
-
-def _after_fork_in_child() -> None:
-    for forwarder in list(_forwarders):
-        forwarder._reset_in_fork_child()
-
-
-if hasattr(os, "register_at_fork"):  # POSIX
-    os.register_at_fork(after_in_child=_after_fork_in_child)
+        self._ledger.reporter.drop_log.flush()

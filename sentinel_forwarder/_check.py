@@ -43,10 +43,10 @@ from ._azure import _AUTHORITIES, CLOUD_AUDIENCES, AzureSentinelForwarder, _mess
 from ._check_network import endpoint_step, network_steps
 from ._check_report import EXIT_CODES, CheckReport, CheckStep, Stop, fail
 from ._entry import AuditEntry, Severity
-from ._jwt import token_claims
 from ._retry import TokenError, UnreachableError
 from ._schema import AUDIT_TABLE
 from ._settings import ConfigurationError, ForwarderSettings
+from ._util.jwt import token_claims
 
 logger = logging.getLogger("sentinel_forwarder.check")
 

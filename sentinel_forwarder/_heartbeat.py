@@ -18,17 +18,20 @@ import contextlib
 import os
 import sys
 import uuid
-from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Final
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, Final
 
 import anyio
 import anyio.lowlevel
 
 from ._chain import ChainHead, HashChain, Key
 from ._entry import AuditEntry
+from ._snapshots import ForwarderStatistics
+from ._util.ratelimited import ErrorLog
+from ._util.version import VERSION
 
-if TYPE_CHECKING:
-    from ._buffering import BufferingForwarder, ForwarderStatistics
+#: Hands rows to the sink outside the counts; -> its answer, ``None`` if cut short. May raise.
+SendUncounted = Callable[[Sequence[AuditEntry]], Awaitable[object]]
 
 #: Seconds between heartbeats by default.
 DEFAULT_HEARTBEAT_INTERVAL: Final = 60.0
@@ -42,15 +45,6 @@ LINK_SLICE: Final = 64
 _DELTAS: Final = ("offered", "sent", "filtered", "unconfirmed")
 
 
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("sentinel-forwarder")
-    except PackageNotFoundError:
-        return "unknown"
-
-
 def default_application() -> str:
     """The program's name: what ``application`` defaults to."""
     name = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
@@ -58,18 +52,31 @@ def default_application() -> str:
 
 
 class Evidence:
-    """The chain and the heartbeat of one run of *forwarder* (a forked child gets new ones)."""
+    """The chain and the heartbeat of one run of a forwarder (a forked child gets new ones).
+
+    :param send: hands a heartbeat to the sink (in the run's work scope), outside the counts.
+    :param statistics: the forwarder's counters now.
+    :param errors: where a sink's exception on a heartbeat is logged.
+    :param chain: whether to link rows into a hash chain.
+    :param key: the chain's HMAC key, if any.
+    :param interval: seconds between heartbeats; ``None``: none.
+    :param application: the application name heartbeats carry.
+    """
 
     def __init__(
         self,
-        forwarder: BufferingForwarder,
+        send: SendUncounted,
+        statistics: Callable[[], ForwarderStatistics],
+        errors: ErrorLog,
         *,
         chain: bool,
         key: Key | None,
         interval: float | None,
         application: str,
     ) -> None:
-        self._fw = forwarder
+        self._send = send
+        self._statistics = statistics
+        self._errors = errors
         self._key = key
         self.chain = HashChain(key=key) if chain else None
         self.interval = interval
@@ -131,14 +138,12 @@ class Evidence:
         """
         if not self.interval:
             return False
-        fw = self._fw
-        stats = fw.statistics()
+        stats = self._statistics()
         entry = self.heartbeat_entry(stats, final=final)
         try:
-            with fw._work_scope():
-                result = await fw._inner.send_batch([entry])
+            result = await self._send([entry])
         except Exception as exc:
-            fw._errors.error("sentinel-forwarder: the sink raised on a heartbeat", exc)
+            self._errors.error("sentinel-forwarder: the sink raised on a heartbeat", exc)
             return False
         delivered = bool(getattr(result, "sent", 0) or getattr(result, "unconfirmed", 0))
         if delivered:
@@ -157,7 +162,7 @@ class Evidence:
         payload: dict[str, Any] = {
             "application": self.application,
             "instance": self.instance_id,
-            "version": _VERSION,
+            "version": VERSION,
             "interval": self.interval,
             **deltas,
             "dropped": dropped,
@@ -194,18 +199,3 @@ def _totals(stats: ForwarderStatistics) -> dict[str, Any]:
     totals: dict[str, Any] = {k: getattr(stats, k) for k in _DELTAS}
     totals["dropped"] = dict(stats.dropped)
     return totals
-
-
-def is_heartbeat(row: AuditEntry | Mapping[str, Any]) -> bool:
-    """Whether *row* is a heartbeat row."""
-    if isinstance(row, AuditEntry):
-        return row.heartbeat is not None
-    return bool(row.get("Heartbeat"))
-
-
-_VERSION = _version()
-
-
-def heartbeats(rows: Sequence[AuditEntry]) -> list[Mapping[str, Any]]:
-    """The ``Heartbeat`` payloads among *rows* (for tests and the CLI)."""
-    return [row.heartbeat for row in rows if row.heartbeat is not None]

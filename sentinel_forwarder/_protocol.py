@@ -4,10 +4,11 @@ from __future__ import annotations
 
 __all__ = ["DROP_REASONS", "AuditForwarder", "AuditSink", "DropReason", "RowOutcome", "SendResult"]
 
+from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType, TracebackType
-from typing import Literal, Protocol, TypeVar, runtime_checkable
+from typing import Any, Literal, Protocol, TypeVar, runtime_checkable
 
 from ._entry import AuditEntry
 
@@ -96,6 +97,56 @@ class SendResult:
     def uncertain(cls, count: int, error: str | None = None) -> SendResult:
         """All *count* rows unconfirmed: sent, but whether they landed is not known."""
         return cls(unconfirmed=count, error=error)
+
+    @staticmethod
+    def reconcile(result: Any, count: int) -> SendResult:
+        """Make a sink's *result* account for exactly *count* rows; what it got wrong is ``sink_error``.
+
+        Over-reporting is capped (sent first, then drops, then unconfirmed); unknown reasons, negative
+        numbers and missing rows become ``sink_error``; a result that is not a :class:`SendResult` makes all
+        rows ``sink_error``; per-row outcomes that do not add up to the counts are discarded (a spool then
+        treats the batch as a whole).
+        """
+        if not isinstance(result, SendResult):
+            return SendResult.failed(
+                "sink_error", count, f"the sink returned {type(result).__name__}, not a SendResult"
+            )
+        known = all(r in DROP_REASONS and n >= 0 for r, n in result.dropped.items())
+        if known and result.total == count and result.sent >= 0 and result.unconfirmed >= 0:
+            if result.outcomes is not None and not result._outcomes_agree():
+                return replace(result, outcomes=None)
+            return result
+        left = count
+
+        def take(n: int) -> int:
+            nonlocal left
+            n = min(max(n, 0), left)
+            left -= n
+            return n
+
+        sent = take(result.sent)
+        dropped: dict[DropReason, int] = {}
+        for reason, n in result.dropped.items():
+            if reason in DROP_REASONS and (n := take(n)):
+                dropped[reason] = n
+        unconfirmed = take(result.unconfirmed)
+        message = f"the sink accounted for {result.total} of {count} rows"
+        errors = dict(result.errors)
+        if left:
+            dropped["sink_error"] = dropped.get("sink_error", 0) + left
+            errors["sink_error"] = message
+        return SendResult(sent, MappingProxyType(dropped), result.error or message, unconfirmed, errors)
+
+    def _outcomes_agree(self) -> bool:
+        """Whether the per-row outcomes add up to the counts."""
+        outcomes = self.outcomes or ()
+        counts: Counter[str] = Counter(outcomes)
+        expected: Counter[str] = Counter({r: n for r, n in self.dropped.items() if n})
+        if self.sent:
+            expected["sent"] = self.sent
+        if self.unconfirmed:
+            expected["unconfirmed"] = self.unconfirmed
+        return len(outcomes) == self.total and counts == expected
 
     def error_for(self, reason: DropReason) -> str | None:
         """The message that explains the rows dropped for *reason*."""

@@ -30,23 +30,26 @@ import random
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Final
+from typing import Any, Final
 
 import anyio
 from anyio.abc import TaskGroup
 
 from ._chain import ChainHead
+from ._core.buffer import Buffer
+from ._core.delivery import Delivery
+from ._core.ledger import Ledger
+from ._core.pump import Batching
+from ._core.scopes import WorkScopes
+from ._core.stages import Stages
 from ._entry import AuditEntry, Severity
 from ._protocol import DropReason, RowOutcome, SendResult
 from ._spool import Appended, Spool
+from ._util.workers import DaemonWorkers
 from ._wire import encode_row
-from ._workers import DaemonWorkers
-
-if TYPE_CHECKING:
-    from ._buffering import BufferingForwarder
 
 logger = logging.getLogger("sentinel_forwarder")
 
@@ -79,12 +82,46 @@ _Batch = tuple[list[int], list[AuditEntry], list[bytes]]
 
 
 class SpoolPump:
-    """Runs the pump of *forwarder* through *spool*. Belongs to one run of the forwarder."""
+    """Pumps rows from the buffer through a spool in *directory*. Belongs to one run of a forwarder.
+
+    :param buffer: where rows wait before they are committed.
+    :param ledger: where every outcome is counted.
+    :param stages: transform → filter → link, run before a row is committed.
+    :param delivery: the send path.
+    :param scopes: the run's work scopes.
+    :param batching: batch sizes and timing (``capacity`` bounds the rows kept in memory too).
+    :param head: the chain's head now (stored with each commit, so a restart resumes the chain).
+    :param resume: continues the chain from the head an earlier run stored.
+    :param directory: the spool's directory.
+    :param max_bytes: the spool's budget of row JSON.
+    :param max_age: seconds a row may wait in the spool.
+    """
+
+    durable = True
 
     def __init__(
-        self, forwarder: BufferingForwarder, directory: str, *, max_bytes: int, max_age: float
+        self,
+        buffer: Buffer,
+        ledger: Ledger,
+        stages: Stages,
+        delivery: Delivery,
+        scopes: WorkScopes,
+        batching: Batching,
+        *,
+        head: Callable[[], ChainHead | None],
+        resume: Callable[[ChainHead | None], None],
+        directory: str,
+        max_bytes: int,
+        max_age: float,
     ) -> None:
-        self._fw = forwarder
+        self._buffer = buffer
+        self._ledger = ledger
+        self._stages = stages
+        self._delivery = delivery
+        self._scopes = scopes
+        self._batching = batching
+        self._head = head
+        self._resume = resume
         self.spool = Spool(directory)
         self._max_bytes = max_bytes
         self._max_age = max_age
@@ -105,10 +142,10 @@ class SpoolPump:
         self.recovered = 0
         self.oldest: float | None = None  # time.time() of the oldest spooled row
         self._kept_logged = 0.0
-        # forward_durable(): positions of rows committed (or settled otherwise) through this many taken rows
-        self.durable_through = 0
+        # forward_durable(): (position of the row, callback) of rows not yet committed (or dropped)
         self._durable_waiters: list[tuple[int, Callable[[bool], None]]] = []
         self._waiters_lock = threading.Lock()
+        self._flush_waiters: list[anyio.Event] = []
 
     # -- spool operations, on the spool's own thread ----------------------------------------------------
 
@@ -128,7 +165,7 @@ class SpoolPump:
         head = await self._io(self.spool.chain_head)
         if head is not None:
             assert isinstance(head, tuple)
-            self._fw._evidence.resume(ChainHead(*head))
+            self._resume(ChainHead(*head))
 
     async def close(self) -> None:
         try:
@@ -137,8 +174,26 @@ class SpoolPump:
             self._worker.close()
             self.resolve_durable(None)
 
-    def reset_after_fork(self) -> None:
-        self.spool.forget()
+    def in_flight(self) -> int:
+        return 0  # deliveries from the spool are not counted as batches in flight (rows stay spooled)
+
+    def statistics(self) -> Mapping[str, Any]:
+        spool, oldest = self.spool, self.oldest
+        return {
+            "spooled": spool.rows,
+            "spooled_bytes": spool.bytes,
+            "oldest_spooled_age": None if oldest is None else max(time.time() - oldest, 0.0),
+            "dead_letters": spool.dead_letters,
+            "recovered": self.recovered,
+        }
+
+    def gauges(self) -> tuple[int, int, float, int] | None:
+        spool, oldest = self.spool, self.oldest
+        age = 0.0 if oldest is None else max(time.time() - oldest, 0.0)
+        return spool.rows, spool.bytes, age, spool.dead_letters
+
+    def consecutive_failures(self) -> int:
+        return self._failures  # failing rows are kept, not dropped: the ledger does not see them fail
 
     # -- forward_durable -------------------------------------------------------------------------------
 
@@ -158,7 +213,6 @@ class SpoolPump:
             if through is None:
                 ready, self._durable_waiters = self._durable_waiters, []
             else:
-                self.durable_through = through
                 ready = [w for w in self._durable_waiters if w[0] <= through]
                 self._durable_waiters = [w for w in self._durable_waiters if w[0] > through]
         for position, callback in ready:
@@ -167,37 +221,35 @@ class SpoolPump:
     # -- the pump --------------------------------------------------------------------------------------
 
     async def run(self, tg: TaskGroup) -> None:
-        fw = self._fw
-        while True:
-            try:
-                wait = await self._step(tg)
-            except Exception as exc:  # the disk or a bug: log it, keep pumping (never go quiet)
-                fw._errors.error("sentinel-forwarder: the spool pump failed; it goes on", exc)
-                await fw._pause(RETRY_MAX if fw._accepting else 0.0)
-                if not fw._accepting and not self._busy:
-                    break
-                continue
-            if wait == 0:
-                continue
-            closing = not fw._accepting
-            if closing and not self._busy and (wait is None or self._backoff_until > time.monotonic()):
-                break  # all delivered, or the service is failing: what is left waits in the spool
+        buffer = self._buffer
+        with self._scopes.shielded():
+            while True:
+                try:
+                    wait = await self._step(tg)
+                except Exception as exc:  # the disk or a bug: log it, keep pumping (never go quiet)
+                    self._delivery.errors.error("sentinel-forwarder: the spool pump failed; it goes on", exc)
+                    await buffer.pause(RETRY_MAX if buffer.accepting else 0.0)
+                    if not buffer.accepting and not self._busy:
+                        break
+                    continue
+                if wait == 0:
+                    continue
+                closing = not buffer.accepting
+                if closing and not self._busy and (wait is None or self._backoff_until > time.monotonic()):
+                    break  # all delivered, or the service is failing: what is left waits in the spool
+                self._check_flushes()
+                timeout = self._batching.max_interval if wait is None else wait
+                await buffer.wait(min(timeout, self._ledger.logs_due_in()))
             self._check_flushes()
-            fw._wakeup = event = anyio.Event()
-            timeout = fw._max_interval if wait is None else wait
-            with anyio.move_on_after(min(timeout, fw._drop_log.due_in())):
-                await event.wait()
-        self._check_flushes()
 
     async def _step(self, tg: TaskGroup) -> float | None:
         """Commit what is buffered, or start one delivery. -> 0 if it did something, else as :meth:`_due`."""
-        fw = self._fw
-        fw._drop_log.flush_due()
-        if fw._queue:
+        self._ledger.flush_due_logs()
+        if self._buffer.rows:
             await self._commit()
             return 0
         await self._maintain()
-        wait = self._due(not fw._accepting)
+        wait = self._due(not self._buffer.accepting)
         if wait == 0:
             batch = await self._take()
             if batch is not None:
@@ -211,16 +263,16 @@ class SpoolPump:
 
     def _due(self, closing: bool) -> float | None:
         """0 if a batch can be taken now; else seconds until one may be (``None``: nothing to send)."""
-        fw = self._fw
-        limit = 1 if self._probing else fw._max_in_flight
+        batching = self._batching
+        limit = 1 if self._probing else batching.max_in_flight
         if len(self._busy) >= limit:
-            return fw._max_interval  # a settling delivery wakes the pump
+            return batching.max_interval  # a settling delivery wakes the pump
         now = time.monotonic()
         if self._backoff_until > now:
             return self._backoff_until - now if self.spool.rows else None
         if self._rewind:
             if self._busy:
-                return fw._max_interval
+                return batching.max_interval
             self._rewind = False
             self._cursor = 0
             self._cache.clear()
@@ -229,20 +281,20 @@ class SpoolPump:
             return 0 if self.spool.rows > sum(n for _, _, n in self._busy.values()) else None
         if not self._cache:
             return None
-        if len(self._cache) >= fw._max_batch_size or closing or fw._flush_waiters:
+        if len(self._cache) >= batching.max_batch_size or closing or self._flush_waiters:
             return 0
-        return max(self._cache[0][2] + fw._max_interval - now, 0.0)
+        return max(self._cache[0][2] + batching.max_interval - now, 0.0)
 
     async def _take(self) -> _Batch | None:
-        fw = self._fw
+        max_rows = self._batching.max_request_rows
         if not self._from_disk:
-            n = min(len(self._cache), fw._max_request_rows)
+            n = min(len(self._cache), max_rows)
             taken = [self._cache.popleft() for _ in range(n)]
             self._cursor = taken[-1][0]
             return [t[0] for t in taken], [t[1] for t in taken], [t[3] for t in taken]
-        rows = await self._io(self.spool.read, self._cursor, fw._max_request_rows)
+        rows = await self._io(self.spool.read, self._cursor, max_rows)
         assert isinstance(rows, list)
-        if len(rows) < fw._max_request_rows:
+        if len(rows) < max_rows:
             self._from_disk = False  # caught up: from now on, committed rows are sent from memory
         if not rows:
             return None
@@ -259,25 +311,17 @@ class SpoolPump:
                 unreadable.append((row_id, "invalid_row", f"the spooled row cannot be read: {exc}"))
         if unreadable:
             await self._io(self.spool.settle, (), unreadable)
-            self._count(SendResult.failed("invalid_row", len(unreadable), unreadable[-1][2]))
+            self._ledger.delivered(SendResult.failed("invalid_row", len(unreadable), unreadable[-1][2]), 0.0)
         self._cursor = rows[-1][0]  # only now: if the settle failed, this page is read again
         return (ids, entries, stored) if ids else None
 
     # -- committing --------------------------------------------------------------------------------------
 
     async def _commit(self) -> None:
-        fw = self._fw
-        with fw._lock:
-            n = min(len(fw._queue), COMMIT_ROWS)
-            start = fw._removed
-            fw._removed += n
-            batch = [fw._queue.popleft() for _ in range(n)]
-        rows, filtered, kept, refused = fw._apply_transform(batch)
-        rows = await fw._evidence.link(rows)
-        failed: set[int] = {start + 1 + i for i in refused}  # filtered rows count as settled, not failed
-        if filtered:
-            with fw._lock:
-                fw._filtered += filtered
+        start, batch = self._buffer.take(COMMIT_ROWS)
+        staged = await self._stages.run(batch)
+        rows, kept = staged.rows, staged.kept
+        failed: set[int] = {start + 1 + i for i in staged.refused}  # filtered rows are settled, not failed
         records: list[tuple[int, bytes]] = []
         entries: list[AuditEntry] = []
         positions: list[int] = []
@@ -286,16 +330,15 @@ class SpoolPump:
                 data = encode_row(entry)
             except Exception as exc:  # cannot be stored or sent: this row alone
                 failed.add(start + 1 + i)
-                self._count(
-                    SendResult.failed("invalid_row", 1, f"row Id {entry.id!r} is not valid JSON: {exc}")
-                )
+                error = f"row Id {entry.id!r} is not valid JSON: {exc}"
+                self._ledger.delivered(SendResult.failed("invalid_row", 1, error), 0.0)
                 continue
             records.append((int(entry.severity), data))
             entries.append(entry)
             positions.append(start + 1 + i)
         if records:
             try:
-                head = fw._evidence.head()
+                head = self._head()
                 appended = await self._io(
                     self.spool.append,
                     records,
@@ -305,13 +348,14 @@ class SpoolPump:
                     None if head is None else (head.chain_id, head.sequence, head.hash),
                 )
             except Exception as exc:  # the disk failed: these rows are lost, say so
-                fw._errors.error("sentinel-forwarder: could not write to the spool", exc)
-                self._count(SendResult.failed("sink_error", len(records), f"spool write failed: {exc}"))
+                self._delivery.errors.error("sentinel-forwarder: could not write to the spool", exc)
+                error = f"spool write failed: {exc}"
+                self._ledger.delivered(SendResult.failed("sink_error", len(records), error), 0.0)
                 failed.update(positions)
             else:
                 self._remember(appended, entries, [data for _, data in records], positions, failed)
-        self.resolve_durable(start + n, failed)
-        fw._set_wakeup()
+        self.resolve_durable(start + len(batch), failed)
+        self._buffer.set_wakeup()
 
     def _remember(
         self,
@@ -327,7 +371,7 @@ class SpoolPump:
         if appended.shed_ids:
             self._cache.clear()  # rows may have left the middle of what is cached
             self._from_disk = True
-        fits = not self._from_disk and len(self._cache) + len(entries) <= self._fw._capacity
+        fits = not self._from_disk and len(self._cache) + len(entries) <= self._batching.capacity
         for entry, data, row_id, position in zip(entries, stored, appended.ids, positions, strict=True):
             if row_id is None:
                 failed.add(position)
@@ -347,46 +391,33 @@ class SpoolPump:
             f"the spool is full (spool_max_bytes={self._max_bytes:,}): {count} {severity.label}-severity "
             "rows shed to make room for rows of higher severity or newer ones"
         )
-        self._fw._count_dropped("shed", count, detail, severity=severity)
+        self._ledger.dropped("shed", count, detail, severity=severity)
 
     # -- delivering --------------------------------------------------------------------------------------
 
     async def _deliver(self, batch: _Batch) -> None:
-        fw = self._fw
         ids, entries, stored = batch
-        result: SendResult | None = None
         try:
-            started = time.perf_counter()
-            with fw._work_scope():
-                from ._buffering import _reconcile
-
-                # The stored JSON goes to the sink, which need not serialise the rows again.
-                send = getattr(fw._inner, "send_encoded", None)
-                sent = await (send(entries, stored) if send is not None else fw._inner.send_batch(entries))
-                result = _reconcile(sent, len(entries))
-                fw._sink_failures = 0
-        except BaseException as exc:
-            fw._sink_failures += 1
-            fw._errors.error("sentinel-forwarder: the sink raised; its batch goes to the dead letters", exc)
-            text = f"the sink raised {type(exc).__name__}: {exc}"
-            await self._settle_safely(ids, SendResult.failed("sink_error", len(ids), text), 0.0)
-            from ._buffering import _INTERRUPTS
-
-            if isinstance(exc, _INTERRUPTS) and threading.current_thread() is threading.main_thread():
-                raise
-        else:
-            if result is not None:
-                await self._settle_safely(ids, result, time.perf_counter() - started)
+            # The stored JSON goes to the sink, which need not serialise the rows again.
+            attempt = await self._delivery.send(entries, stored, fate="its batch goes to the dead letters")
+            if attempt.raised is not None:
+                assert attempt.result is not None
+                await self._settle_safely(ids, attempt.result, 0.0)
+                attempt.reraise_interrupt()
+            elif attempt.result is not None:
+                await self._settle_safely(ids, attempt.result, attempt.elapsed)
             # else: abandoned at the drain deadline; the rows stay spooled for the next run
         finally:
             del self._busy[ids[0]]
-            fw._set_wakeup()
+            self._buffer.set_wakeup()
 
     async def _settle_safely(self, ids: list[int], result: SendResult, elapsed: float) -> None:
         try:
             await self._settle(ids, result, elapsed)
         except Exception as exc:  # the disk failed: the rows stay spooled and are sent again (duplicates)
-            self._fw._errors.error("sentinel-forwarder: could not update the spool after a delivery", exc)
+            self._delivery.errors.error(
+                "sentinel-forwarder: could not update the spool after a delivery", exc
+            )
             self._failed(len(ids), replace(result, error=f"the spool could not be updated: {exc}"))
 
     async def _settle(self, ids: list[int], result: SendResult, elapsed: float) -> None:
@@ -427,17 +458,13 @@ class SpoolPump:
             errors=MappingProxyType(errors),
         )
         if counted.total:
-            self._count(counted, elapsed)
+            self._ledger.delivered(counted, elapsed)
         with contextlib.suppress(Exception):  # only for statistics
             self.oldest = await self._io(self.spool.oldest)  # type: ignore[assignment]
         if kept:
             self._failed(kept, result)
         else:
             self._succeeded()
-
-    def _count(self, result: SendResult, elapsed: float = 0.0) -> None:
-        self._fw._account(result)
-        self._fw._report(result, elapsed)
 
     def _failed(self, kept: int, result: SendResult) -> None:
         now = time.monotonic()
@@ -447,8 +474,7 @@ class SpoolPump:
             self._backoff_until = now + limit / 2 + random.random() * limit / 2
         self._rewind = True
         self._probing = True
-        with self._fw._lock:
-            self._fw._last_error = result.error
+        self._ledger.error(result.error)
         if now - self._kept_logged >= 60.0 or self._failures == 1:
             self._kept_logged = now
             logger.warning(
@@ -489,7 +515,7 @@ class SpoolPump:
             self._cache.clear()
             self._from_disk = True
             for severity, count in expired.items():
-                self._fw._count_dropped(
+                self._ledger.dropped(
                     "expired",
                     count,
                     f"{count} {Severity(severity).label}-severity rows waited in the spool longer than "
@@ -498,7 +524,26 @@ class SpoolPump:
         self.oldest = await self._io(self.spool.oldest)  # type: ignore[assignment]
 
     def _check_flushes(self) -> None:
-        fw = self._fw
-        if not fw._queue and not self.spool.rows:
-            for _, event in fw._flush_waiters:
-                event.set()
+        if not self._buffer.rows and not self.spool.rows:
+            self.finish()
+
+    # -- flush -------------------------------------------------------------------------------------------
+
+    async def flush(self, timeout: float | None) -> int:  # noqa: ASYNC109
+        """Wait until the buffer and the spool are empty (rows offered meanwhile included). -> rows still
+        waiting in them."""
+        if self._buffer.rows or self.spool.rows:
+            waiter = anyio.Event()
+            self._flush_waiters.append(waiter)
+            self._buffer.set_wakeup()
+            try:
+                with anyio.move_on_after(timeout):
+                    await waiter.wait()
+            finally:
+                with contextlib.suppress(ValueError):
+                    self._flush_waiters.remove(waiter)
+        return len(self._buffer.rows) + self.spool.rows
+
+    def finish(self) -> None:
+        for event in self._flush_waiters:
+            event.set()

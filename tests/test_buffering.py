@@ -61,9 +61,9 @@ async def test_rows_waiting_beyond_a_batch_are_coalesced_up_to_a_request() -> No
 def test_max_request_rows_defaults_and_bounds() -> None:
     from sentinel_forwarder import DEFAULT_MAX_REQUEST_ROWS
 
-    assert BufferingForwarder(RecordingForwarder())._max_request_rows == DEFAULT_MAX_REQUEST_ROWS
+    assert BufferingForwarder(RecordingForwarder()).batching.max_request_rows == DEFAULT_MAX_REQUEST_ROWS
     big = DEFAULT_MAX_REQUEST_ROWS + 1
-    assert BufferingForwarder(RecordingForwarder(), max_batch_size=big)._max_request_rows == big
+    assert BufferingForwarder(RecordingForwarder(), max_batch_size=big).batching.max_request_rows == big
     with pytest.raises(ValueError, match="max_request_rows"):
         BufferingForwarder(RecordingForwarder(), max_batch_size=50, max_request_rows=10)
 
@@ -354,7 +354,7 @@ def test_core_import_loads_no_framework_or_server() -> None:
 
 
 def test_drop_log_is_rate_limited_per_reason(caplog: pytest.LogCaptureFixture) -> None:
-    from sentinel_forwarder._metrics import DropLog
+    from sentinel_forwarder._util.ratelimited import DropLog
 
     now = [0.0]
     log = DropLog(logging.getLogger("sentinel_forwarder.test"), interval=60.0, clock=lambda: now[0])

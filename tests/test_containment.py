@@ -12,8 +12,7 @@ import anyio
 import pytest
 
 from sentinel_forwarder import AuditEntry, AuditSink, BufferingForwarder, SendResult, Severity
-from sentinel_forwarder._buffering import _reconcile
-from sentinel_forwarder._metrics import DropLog
+from sentinel_forwarder._util.ratelimited import DropLog
 from sentinel_forwarder.testing import RecordingForwarder
 
 pytestmark = pytest.mark.anyio
@@ -115,16 +114,16 @@ async def test_a_sink_result_that_does_not_add_up_is_fixed(result: Any, expected
 
 def test_reconcile_adds_to_an_existing_sink_error_and_caps_over_reporting() -> None:
     mixed = SendResult(sent=1) + SendResult.failed("sink_error", 1, "the sink's own")
-    fixed = _reconcile(mixed, 4)
+    fixed = SendResult.reconcile(mixed, 4)
     assert (fixed.sent, dict(fixed.dropped)) == (1, {"sink_error": 3})
-    over = _reconcile(SendResult(sent=10) + SendResult.failed("rejected", 5), 4)
+    over = SendResult.reconcile(SendResult(sent=10) + SendResult.failed("rejected", 5), 4)
     assert (over.sent, dict(over.dropped), over.total) == (4, {}, 4)
-    over = _reconcile(SendResult(sent=2) + SendResult.failed("rejected", 5), 4)
+    over = SendResult.reconcile(SendResult(sent=2) + SendResult.failed("rejected", 5), 4)
     assert (over.sent, dict(over.dropped)) == (2, {"rejected": 2})
-    negative = _reconcile(SendResult(sent=-1, unconfirmed=5), 3)
+    negative = SendResult.reconcile(SendResult(sent=-1, unconfirmed=5), 3)
     assert (negative.sent, negative.unconfirmed, negative.total) == (0, 3, 3)
     fine = SendResult(sent=2, unconfirmed=1)
-    assert _reconcile(fine, 3) is fine
+    assert SendResult.reconcile(fine, 3) is fine
 
 
 @pytest.mark.parametrize("backend", ["asyncio", "trio"])
@@ -243,7 +242,7 @@ async def test_a_row_racing_close_is_counted() -> None:
     async with BufferingForwarder(sink) as fwd:
         pass
     # forward() checked "accepting" before close and appends after the final count (white box: the race)
-    fwd._queue.append(AuditEntry("raced"))
+    fwd._buffer.rows.append(AuditEntry("raced"))
     stats = fwd.statistics()
     assert stats.dropped == {"shutdown_timeout": 1}
     assert stats.offered == 1
@@ -272,7 +271,7 @@ async def test_held_back_drops_are_logged_without_a_further_drop(caplog: pytest.
                 logged.set()
 
     fwd = BufferingForwarder(RecordingForwarder(), capacity=1, max_interval=FOREVER)
-    fwd._drop_log = DropLog(logging.getLogger("sentinel_forwarder"), interval=0.05)
+    fwd._ledger.reporter.drop_log = DropLog(logging.getLogger("sentinel_forwarder"), interval=0.05)
     handler = Spy()
     logging.getLogger("sentinel_forwarder").addHandler(handler)
     try:

@@ -131,7 +131,7 @@ async def test_a_spool_commit_aborted_while_linking_keeps_every_row_counted(
 
     def aborting(self: HashChain, entries: Any) -> list[AuditEntry]:
         assert fwd is not None
-        fwd._abort()  # what the drain deadline does
+        fwd._scopes.abort()  # what the drain deadline does
         return link_all(self, entries)
 
     sink = RecordingForwarder()

@@ -156,7 +156,7 @@ def test_sigterm_handler_needs_the_main_thread(caplog: pytest.LogCaptureFixture)
 
 @pytest.mark.anyio
 async def test_uploads_run_inline_when_no_thread_can_be_started(monkeypatch: pytest.MonkeyPatch) -> None:
-    from sentinel_forwarder._workers import DaemonWorkers
+    from sentinel_forwarder._util.workers import DaemonWorkers
 
     def refuse(self: threading.Thread) -> None:
         raise RuntimeError("can't create new thread at interpreter shutdown")  # what CPython 3.12 says
@@ -188,7 +188,7 @@ def test_the_sigterm_handler_never_waits_on_a_lock_the_main_thread_may_hold() ->
     try:
         bg.start()  # installs its handler on top of the one above
         bg.forward(AuditEntry("buffered"))
-        with fwd._lock:  # the signal lands while the main thread holds the forwarder's lock
+        with fwd._ledger.lock:  # the signal lands while the main thread holds the forwarder's lock
             bg._on_sigterm(signal.SIGTERM, None)  # returns at once: a helper thread drains
         assert passed_on.wait(30), "the previous handler never ran"
         assert [e.summary for e in sink.rows] == ["buffered"]  # drained before it was passed on

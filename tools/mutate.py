@@ -5,6 +5,7 @@ run at once on two cores) and the fast tests run against it with ``PYTHONPATH`` 
 
     python tools/mutate.py                 # every mutant
     python tools/mutate.py -k retry -j 1   # those whose name contains "retry", one at a time
+    python tools/mutate.py --check         # only check that every mutant applies (exactly once)
 
 Prints one line per mutant (``killed`` or ``SURVIVED``) and exits 1 if any survived.
 """
@@ -37,34 +38,60 @@ class Mutant:
 
 
 MUTANTS = [
+    # -- the engine's parts (issue 18) ---------------------------------------------------------------------
+    Mutant(
+        "ledger: rows left in the buffer at close are counted",
+        f"{PKG}/_core/ledger.py",
+        '            self._dropped["shutdown_timeout"] += left\n',
+        "",
+    ),
+    Mutant(
+        "buffer: a take is in flight before the lock is released",
+        f"{PKG}/_core/buffer.py",
+        "            if on_taken is not None:\n                on_taken(start)\n",
+        "",
+    ),
+    Mutant(
+        "spool pump: committed rows go through the stages",
+        f"{PKG}/_spooling.py",
+        "        staged = await self._stages.run(batch)\n",
+        "        from ._core.stages import Staged\n\n"
+        "        staged = Staged(batch, list(range(len(batch))), [])\n",
+    ),
+    Mutant(
+        "delivery: a heartbeat goes through the work scope",
+        f"{PKG}/_core/delivery.py",
+        "        with self._scopes.shielded():\n            answer = await self._sink.send_batch(rows)",
+        "        if True:\n            answer = await self._sink.send_batch(rows)",
+    ),
     # -- the pump and its accounting (issue 7's list first) --------------------------------------------
     Mutant(
         "cross-thread wake-up",
-        f"{PKG}/_buffering.py",
-        "self._token.backend_class.run_sync_soon(self._set_wakeup, (), self._token.native_token)",
+        f"{PKG}/_core/buffer.py",
+        "self._token.backend_class.run_sync_soon(self.set_wakeup, (), self._token.native_token)",
         "pass",
     ),
     Mutant(
         "full-batch wake-up",
         f"{PKG}/_buffering.py",
-        "if depth == 1 or depth == self._max_batch_size:",
+        "if depth == 1 or depth == buffer.batch_size:",
         "if depth == 1:",
     ),
     Mutant(
         "coalescing under load",
-        f"{PKG}/_buffering.py",
-        "n = min(len(self._queue), self._max_request_rows)",
-        "n = min(len(self._queue), self._max_batch_size)",
+        f"{PKG}/_core/pump.py",
+        "return buffer.take(batching.max_request_rows, self._in_flight_starts.add)",
+        "return buffer.take(batching.max_batch_size, self._in_flight_starts.add)",
     ),
     Mutant(
         "transform return-type check",
-        f"{PKG}/_buffering.py",
+        f"{PKG}/_core/stages.py",
         "elif isinstance(out, AuditEntry):",
         "elif True:",
     ),
     Mutant(
         "count of rows racing close",
-        f"{PKG}/_buffering.py",
+        f"{PKG}/_core/ledger.py",
         'dropped["shutdown_timeout"] += queued',
         "pass",
     ),
@@ -82,57 +109,55 @@ MUTANTS = [
     ),
     Mutant(
         "sink exceptions contained",
-        f"{PKG}/_buffering.py",
-        "        except BaseException as exc:\n            # A bug in the sink",
-        "        except _INTERRUPTS as exc:\n            # A bug in the sink",
+        f"{PKG}/_core/delivery.py",
+        "        except BaseException as exc:\n            error = self.contain(exc, fate)",
+        "        except INTERRUPTS as exc:\n            error = self.contain(exc, fate)",
     ),
     Mutant(
         "interrupts re-raised on the main thread",
-        f"{PKG}/_buffering.py",
-        "            if isinstance(exc, _INTERRUPTS) and "
-        "threading.current_thread() is threading.main_thread():",
-        "            if False:",
+        f"{PKG}/_core/delivery.py",
+        "    if isinstance(exc, INTERRUPTS) and threading.current_thread() is threading.main_thread():",
+        "    if False:",
     ),
     Mutant(
         "interrupts contained on a background thread",
-        f"{PKG}/_buffering.py",
-        "            if isinstance(exc, _INTERRUPTS) and "
-        "threading.current_thread() is threading.main_thread():",
-        "            if isinstance(exc, _INTERRUPTS):",
+        f"{PKG}/_core/delivery.py",
+        "    if isinstance(exc, INTERRUPTS) and threading.current_thread() is threading.main_thread():",
+        "    if isinstance(exc, INTERRUPTS):",
     ),
     Mutant(
         "transform BaseException contained",
-        f"{PKG}/_buffering.py",
+        f"{PKG}/_core/stages.py",
         "            except BaseException as exc:  # includes a foreign cancellation: the row alone",
         "            except Exception as exc:  # includes a foreign cancellation: the row alone",
     ),
     Mutant(
         "sink failure backoff",
-        f"{PKG}/_buffering.py",
-        "if self._sink_failures and self._accepting:",
-        "if False:",
+        f"{PKG}/_core/delivery.py",
+        "        if not self.sink_failures:\n            return 0.0",
+        "        if True:\n            return 0.0",
     ),
     Mutant(
         "reconcile adds missing rows as sink_error",
-        f"{PKG}/_buffering.py",
+        f"{PKG}/_protocol.py",
         'dropped["sink_error"] = dropped.get("sink_error", 0) + left',
         'dropped["sink_error"] = left',
     ),
     Mutant(
         "reconcile caps over-reporting",
-        f"{PKG}/_buffering.py",
-        "        n = min(max(n, 0), left)\n",
-        "        n = max(n, 0)\n",
+        f"{PKG}/_protocol.py",
+        "            n = min(max(n, 0), left)\n",
+        "            n = max(n, 0)\n",
     ),
     Mutant(
         "reconcile checks the result type",
-        f"{PKG}/_buffering.py",
-        "    if not isinstance(result, SendResult):",
-        "    if False:",
+        f"{PKG}/_protocol.py",
+        "        if not isinstance(result, SendResult):\n            return SendResult.failed(",
+        "        if False:\n            return SendResult.failed(",
     ),
     Mutant(
         "in-flight rows at the deadline are unconfirmed",
-        f"{PKG}/_buffering.py",
+        f"{PKG}/_core/pump.py",
         "                if handed:\n",
         "                if False:\n",
     ),
@@ -150,15 +175,15 @@ MUTANTS = [
     ),
     Mutant(
         "drop log trailing summary",
-        f"{PKG}/_buffering.py",
-        "            self._drop_log.flush_due()\n",
+        f"{PKG}/_core/pump.py",
+        "            self._ledger.flush_due_logs()\n",
         "",
     ),
     Mutant(
         "drop log per-reason message",
-        f"{PKG}/_buffering.py",
-        "self._on_dropped(reason, n, result.error_for(reason))",
-        "self._on_dropped(reason, n, result.error)",
+        f"{PKG}/_core/metrics.py",
+        "self.dropped(reason, n, result.error_for(reason), None)",
+        "self.dropped(reason, n, result.error, None)",
     ),
     Mutant(
         "HashChain lock",
@@ -169,9 +194,9 @@ MUTANTS = [
     # -- evidence: the chain in the pump, its canonical form and verifier, heartbeats (issue 13) ---------
     Mutant(
         "evidence: rows are linked after the transform",
-        f"{PKG}/_buffering.py",
-        "                rows = await self._evidence.link(rows)\n",
-        "",
+        f"{PKG}/_core/stages.py",
+        "        return Staged(await self._link(rows), kept, refused)",
+        "        return Staged(rows, kept, refused)",
     ),
     Mutant(
         "evidence: linking yields to the loop between slices",
@@ -239,8 +264,8 @@ MUTANTS = [
     Mutant(
         "evidence: a forked child starts a new chain",
         f"{PKG}/_buffering.py",
-        "        self._evidence = Evidence(",
-        "        self._evidence = getattr(self, '_evidence', None) or Evidence(",
+        "        self._evidence = evidence = Evidence(",
+        "        self._evidence = evidence = getattr(self, '_evidence', None) or Evidence(",
     ),
     Mutant(
         "evidence: heartbeats report deltas",
@@ -367,7 +392,7 @@ MUTANTS = [
     ),
     Mutant(
         "daemon upload threads",
-        f"{PKG}/_workers.py",
+        f"{PKG}/_util/workers.py",
         "daemon=True",
         "daemon=False",
     ),
@@ -425,27 +450,27 @@ MUTANTS = [
     # -- process models (issue 8) ------------------------------------------------------------------------
     Mutant(
         "fork child starts on first use",
-        f"{PKG}/_buffering.py",
-        "            self._start_in_child = True  # _wake() starts it",
-        "            pass  # _wake() starts it",
+        f"{PKG}/_lifecycle.py",
+        "        return Lifecycle.FORKED  # it ran in the parent",
+        "        return Lifecycle.NEW  # it ran in the parent",
     ),
     Mutant(
         "a forwarder closed before fork stays closed",
         f"{PKG}/_buffering.py",
-        "            self._state, self._accepting = _CLOSED, False",
-        "            pass",
+        'count as "closed"\n            self._buffer.accepting = False',
+        'count as "closed"\n            pass',
     ),
     Mutant(
         "the runner forgets the parent's thread at fork",
-        f"{PKG}/_buffering.py",
-        "            self._runner.reset_in_fork_child()",
-        "            pass",
+        f"{PKG}/_background.py",
+        '(the fork policy restarts it)."""\n        self._fresh_thread()',
+        '(the fork policy restarts it)."""',
     ),
     Mutant(
         "flush waits on the oldest batch",
-        f"{PKG}/_buffering.py",
-        "            return min(self._in_flight_starts, default=self._removed)",
-        "            return self._removed - len(self._in_flight_starts)",
+        f"{PKG}/_core/pump.py",
+        "            return min(self._in_flight_starts, default=self._buffer.taken)",
+        "            return self._buffer.taken - len(self._in_flight_starts)",
     ),
     Mutant(
         "events exist before the sink opens",
@@ -461,13 +486,13 @@ MUTANTS = [
     ),
     Mutant(
         "counting before side effects",
-        f"{PKG}/_buffering.py",
-        "                    pending = 0  # counted: nothing below may count these rows again\n",
-        "",
+        f"{PKG}/_core/pump.py",
+        "                    elif attempt.result is not None:\n                        pending = 0\n",
+        "                    elif attempt.result is not None:\n",
     ),
     Mutant(
         "logging never raises",
-        f"{PKG}/_metrics.py",
+        f"{PKG}/_util/ratelimited.py",
         "        with contextlib.suppress(Exception):\n            self._logger.warning(",
         "        if True:\n            self._logger.warning(",
     ),
@@ -486,8 +511,8 @@ MUTANTS = [
     Mutant(
         "fork child gets a fresh state",
         f"{PKG}/_buffering.py",
-        "            _INHERITED_SPOOLS.append(self._spool_pump.spool)\n        self._init_state()",
-        "            _INHERITED_SPOOLS.append(self._spool_pump.spool)\n        self._state = _NEW",
+        "        state = self._state.after_fork()\n        self._new_run()",
+        "        state = self._state.after_fork()",
     ),
     Mutant(
         "fork child resets the sink",
@@ -515,13 +540,13 @@ MUTANTS = [
     ),
     Mutant(
         "flush cuts partial batches",
-        f"{PKG}/_buffering.py",
-        "(closing or self._removed < self._flush_target)",
-        "(closing)",
+        f"{PKG}/_core/pump.py",
+        "(depth and (closing or flushing))",
+        "(depth and closing)",
     ),
     Mutant(
         "uploads inline when no thread can start",
-        f"{PKG}/_workers.py",
+        f"{PKG}/_util/workers.py",
         "                    self._inline = i == 0",
         "                    self._inline = False",
     ),
@@ -613,8 +638,8 @@ MUTANTS = [
     ),
     Mutant(
         "spool: the sink posts the stored JSON",
-        f"{PKG}/_spooling.py",
-        'send = getattr(fw._inner, "send_encoded", None)',
+        f"{PKG}/_core/delivery.py",
+        'send = getattr(self._sink, "send_encoded", None) if encoded is not None else None',
         "send = None",
     ),
     Mutant(
@@ -687,13 +712,13 @@ MUTANTS = [
     ),
     Mutant(
         "health: the last success time",
-        f"{PKG}/_buffering.py",
+        f"{PKG}/_core/ledger.py",
         "                self._last_success = time.time()",
         "                pass",
     ),
     Mutant(
         "health: a delivery that lands resets the failures",
-        f"{PKG}/_buffering.py",
+        f"{PKG}/_core/ledger.py",
         "self._failures_in_a_row + 1 if dropped or result.unconfirmed else 0",
         "self._failures_in_a_row + 1",
     ),
@@ -800,6 +825,12 @@ MUTANTS = [
 ]
 
 
+def applies(mutant: Mutant) -> int:
+    """How many times the mutant's text stands in its file (it must be exactly once); -1: no such file."""
+    path = ROOT / mutant.path
+    return path.read_text().count(mutant.old) if path.exists() else -1
+
+
 def run(mutant: Mutant, python: str) -> tuple[Mutant, str, float]:
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="mutant-") as tmp:
@@ -826,8 +857,15 @@ def main() -> int:
     )
     parser.add_argument("-k", default="", help="only mutants whose name contains this")
     parser.add_argument("-j", type=int, default=2, help="mutants at once (default 2)")
+    parser.add_argument("--check", action="store_true", help="only check that each mutant applies once")
     args = parser.parse_args()
     chosen = [m for m in MUTANTS if args.k in m.name]
+    if args.check:
+        stale = [m for m in chosen if applies(m) != 1]
+        for m in stale:
+            print(f"NOT APPLIED  {m.name}  ({m.path}: found {applies(m)} times)")
+        print(f"{len(chosen) - len(stale)} of {len(chosen)} mutants apply")
+        return 1 if stale else 0
     failed = 0
     with ThreadPoolExecutor(args.j) as pool:
         for mutant, outcome, seconds in pool.map(lambda m: run(m, sys.executable), chosen):

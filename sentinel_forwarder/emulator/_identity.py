@@ -32,7 +32,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .._jwt import token_claims
+from .._util.jwt import token_claims
 from ..testing import AsyncEmulatorCredential, EmulatorCredential
 
 #: The audience a Logs Ingestion token must have, by cloud (scopes ``<audience>/.default``). A trailing ``/``

@@ -1,29 +1,32 @@
-"""OpenTelemetry instruments (through opentelemetry-api only) and the rate-limited drop log.
+"""OpenTelemetry instruments (through opentelemetry-api only) and the reporter that feeds them.
 
 Instruments are created once per meter provider and shared by every forwarder that uses it; each forwarder's
 rows carry its ``forwarder.name`` attribute. Attribute dicts are built once. The queue depth is an observable
 gauge read from the queues at collection time, so ``forward()`` pays nothing for metrics unless it drops.
+
+Metrics and logging belong to the application (its exporters, handlers, filters): the :class:`Reporter`
+runs them after the ledger has counted, and if they fail, the count stands and nothing is raised.
 """
 
 from __future__ import annotations
 
-__all__ = ["DropLog", "ErrorLog", "Instruments", "instruments_for"]
+__all__ = ["METER_NAME", "ForwarderAttributes", "Instruments", "Reporter", "instruments_for"]
 
 import contextlib
-import logging
 import os
 import threading
-import time
 import weakref
 from collections.abc import Callable, Iterable, Mapping
-from typing import Literal, Protocol
+from typing import Protocol
 
 from opentelemetry import metrics
 
-from ._protocol import DROP_REASONS, DropReason
+from .._entry import Severity
+from .._protocol import DROP_REASONS, DropReason, SendResult
+from .._util.ratelimited import DropLog
+from .._util.version import VERSION
 
 METER_NAME = "sentinel_forwarder"
-_VERSION = "0.1.0"
 
 
 class _Observed(Protocol):
@@ -43,7 +46,7 @@ class Instruments:
     """The library's instruments on one meter provider."""
 
     def __init__(self, meter_provider: metrics.MeterProvider | None) -> None:
-        meter = metrics.get_meter(METER_NAME, _VERSION, meter_provider=meter_provider)
+        meter = metrics.get_meter(METER_NAME, VERSION, meter_provider=meter_provider)
         self.dropped = meter.create_counter(
             "audit.forward.dropped", unit="{row}", description="Audit rows dropped, by reason."
         )
@@ -146,122 +149,44 @@ class ForwarderAttributes:
         }
 
 
-#: What the drop log counts: each drop reason, and rows whose landing is unknown.
-LogKey = DropReason | Literal["unconfirmed"]
+class Reporter:
+    """Metrics and the drop log for one forwarder's counts: called by the ledger once a count is taken.
 
-
-class DropLog:
-    """Logs drops (and unconfirmed rows) as WARNINGs, at most once per *interval* per reason, with the count
-    since the last line.
-
-    Thread-safe. The clock is injectable for tests.
-
-    :param logger: where to log.
-    :param interval: seconds between two lines for the same reason.
-    :param clock: a monotonic clock.
+    :param instruments: the shared instruments of the meter provider.
+    :param name: the ``forwarder.name`` attribute.
+    :param drop_log: where drops and unconfirmed rows are logged (rate-limited).
     """
 
-    def __init__(
-        self,
-        logger: logging.Logger,
-        *,
-        interval: float = 60.0,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self._logger = logger
-        self._interval = interval
-        self._clock = clock
-        self._lock = threading.Lock()
-        self._pending: dict[LogKey, int] = {}
-        self._detail: dict[LogKey, str] = {}
-        self._next_at: dict[LogKey, float] = {}
+    def __init__(self, instruments: Instruments, name: str, drop_log: DropLog) -> None:
+        self.instruments = instruments
+        self.attributes = ForwarderAttributes(name)
+        self.drop_log = drop_log
 
-    def record(self, reason: LogKey, count: int, detail: str | None = None) -> None:
-        """Note *count* rows dropped for *reason*; log now if the last line for it is old enough.
-
-        Held-back counts are logged by :meth:`flush_due` once their interval has passed, even if no further
-        drop happens: call it periodically (the pump does, see :meth:`due_in`).
-        """
-        now = self._clock()
-        with self._lock:
-            self._pending[reason] = self._pending.get(reason, 0) + count
-            if detail:
-                self._detail[reason] = detail
-            if now < self._next_at.get(reason, float("-inf")):
-                return
-            self._next_at[reason] = now + self._interval
-            pending = self._pending.pop(reason)
-            last = self._detail.pop(reason, None)
-        self._emit(reason, pending, last)
-
-    def due_in(self) -> float:
-        """Seconds until a held-back count is due to be logged; infinity if none is held back."""
-        with self._lock:
-            if not self._pending:
-                return float("inf")
-            return max(min(self._next_at[r] for r in self._pending) - self._clock(), 0.0)
-
-    def flush_due(self) -> None:
-        """Log the held-back counts whose interval has passed (the trailing summary)."""
-        now = self._clock()
-        with self._lock:
-            due = [r for r in self._pending if self._next_at[r] <= now]
-            items = [(r, self._pending.pop(r), self._detail.pop(r, None)) for r in due]
-            for r in due:
-                self._next_at[r] = now + self._interval
-        for reason, count, detail in items:
-            self._emit(reason, count, detail)
-
-    def flush(self) -> None:
-        """Log every count not yet logged (at close)."""
-        with self._lock:
-            items = [(r, n, self._detail.pop(r, None)) for r, n in self._pending.items()]
-            self._pending.clear()
-        for reason, count, detail in items:
-            self._emit(reason, count, detail)
-
-    def _emit(self, reason: LogKey, count: int, detail: str | None) -> None:
-        rows = f"{count} audit row{'' if count == 1 else 's'}"
-        if reason == "unconfirmed":
-            what = f"sentinel-forwarder sent {rows} without knowing whether they landed (unconfirmed)"
-        else:
-            what = f"sentinel-forwarder dropped {rows} (reason={reason})"
-        # The application's handlers and filters run here; if one raises, the count stands and the
-        # forwarder goes on (the metric still carries it).
+    def dropped(self, reason: DropReason, count: int, detail: str | None, severity: Severity | None) -> None:
         with contextlib.suppress(Exception):
-            self._logger.warning("%s%s", what, f": {detail}" if detail else "")
+            attrs = self.attributes.by_reason[reason]
+            if severity is not None:
+                attrs = {**attrs, "severity": severity.label}
+            self.instruments.dropped.add(count, attrs)
+            self.drop_log.record(reason, count, detail)
 
+    def unconfirmed(self, count: int, detail: str | None) -> None:
+        with contextlib.suppress(Exception):
+            self.instruments.unconfirmed.add(count, self.attributes.base)
+            self.drop_log.record("unconfirmed", count, detail)
 
-class ErrorLog:
-    """Logs unexpected exceptions at ERROR with their traceback, at most once per *interval*.
-
-    A bug that fires on every batch must not flood the log; the next line says how many were held back.
-    Thread-safe; the clock is injectable for tests.
-    """
-
-    def __init__(
-        self,
-        logger: logging.Logger,
-        *,
-        interval: float = 60.0,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self._logger = logger
-        self._interval = interval
-        self._clock = clock
-        self._lock = threading.Lock()
-        self._next_at = float("-inf")
-        self._held = 0
-
-    def error(self, message: str, exc: BaseException) -> None:
-        """Log *message* with *exc*'s traceback, unless a line was logged less than *interval* ago."""
-        now = self._clock()
-        with self._lock:
-            if now < self._next_at:
-                self._held += 1
-                return
-            self._next_at = now + self._interval
-            held, self._held = self._held, 0
-        more = f" ({held} more since the last such line)" if held else ""
-        with contextlib.suppress(Exception):  # see DropLog._emit
-            self._logger.error("%s%s", message, more, exc_info=exc)
+    def result(self, result: SendResult, elapsed: float) -> None:
+        """Metrics and logs for a counted delivery."""
+        dropped = {r: n for r, n in result.dropped.items() if n}
+        if result.unconfirmed:
+            self.unconfirmed(result.unconfirmed, result.error)
+        for reason, n in dropped.items():
+            self.dropped(reason, n, result.error_for(reason), None)
+        with contextlib.suppress(Exception):
+            inst, attrs = self.instruments, self.attributes
+            if result.sent:
+                inst.sent.add(result.sent, attrs.base)
+            failed = dropped or result.unconfirmed
+            outcome = "success" if not failed else ("partial" if result.sent else "failure")
+            inst.batches.add(1, attrs.by_outcome[outcome])
+            inst.duration.record(elapsed, attrs.base)
