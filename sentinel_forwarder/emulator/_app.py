@@ -33,7 +33,7 @@ are documented for the real service; the other codes are the emulator's choice (
 
 from __future__ import annotations
 
-__all__ = ["MAX_BODY_BYTES", "MAX_DECODED_BYTES", "SUPPORTED_API_VERSIONS", "create_app"]
+__all__ = ["create_app"]
 
 import asyncio
 import ipaddress
@@ -43,7 +43,6 @@ import math
 import uuid
 import zlib
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
@@ -56,29 +55,25 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ._dcr import DataCollectionRule, RowError
 from ._faults import DEFAULT_ERROR_CODES, Fault, Faults
+from ._http import LOGGER, OUTCOME_KEY, REQUEST_ID_KEY, error_response
 from ._identity import CLOUD_AUDIENCES, Roles, check_bearer
+from ._ingest_request import (
+    MAX_BODY_BYTES,
+    MAX_DECODED_BYTES,
+    SUPPORTED_API_VERSIONS,
+    decoded_too_large,
+    describe,
+    gunzip,
+    read_body,
+    reject_constant,
+    too_large,
+)
 from ._losses import Loss, summarize_losses
 from ._query import DEFAULT_WORKSPACE_ID
 from ._query_api import QueryEndpoint
 from ._stats import RequestLog, RequestRecord, StatsRecorder
 from ._store import RowStore
 
-_LOGGER = logging.getLogger(__name__)
-
-#: Largest accepted body as sent, compressed or not (the service's documented 1 MB, checked on the wire bytes:
-#: .NET live test ``UploadOneLogGreaterThan1Mb``; in strict mode also the limit after gzip decoding).
-MAX_BODY_BYTES = 1_048_576
-#: Largest accepted gzip-decoded body by default. *Unverified*: otel-arrow PRs #2535/#2388 describe a ~50 MiB
-#: decompressed limit behind the 1 MiB check; the emulator takes 50 MiB.
-MAX_DECODED_BYTES = 50 * MAX_BODY_BYTES
-#: api-version values the emulator accepts (the SDK sends 2023-01-01).
-SUPPORTED_API_VERSIONS = frozenset({"2023-01-01", "2021-11-01-preview"})
-
-# An oversized body is read on (and discarded) up to this many bytes so that the client gets to read the 413;
-# beyond it the emulator stops reading and closes the connection after answering.
-_DRAIN_LIMIT = 8 * MAX_BODY_BYTES
-# When decoded gzip exceeds the limit, the reported size counts on (discarding output) up to this many bytes.
-_COUNT_LIMIT = 2 * MAX_DECODED_BYTES
 _INGEST_PREFIX = "/dataCollectionRules/"
 _ADMIN_PREFIX = "/_emulator"
 # Methods that change nothing; every other method on an admin path must send Content-Type: application/json.
@@ -86,8 +81,6 @@ _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 # A refused admin request's body is read (and discarded) up to this many bytes so that the client gets to read
 # the answer; beyond it the connection is closed after answering.
 _ADMIN_DRAIN_LIMIT = 64 * 1024
-_REQUEST_ID_KEY = "sentinel_forwarder.emulator.request_id"
-_OUTCOME_KEY = "sentinel_forwarder.emulator.outcome"
 
 
 class _ConnectionDropped(Exception):
@@ -100,95 +93,6 @@ class _DropFilter(logging.Filter):
 
 
 logging.getLogger("uvicorn.error").addFilter(_DropFilter())
-
-
-@dataclass
-class _Body:
-    data: bytes | None  # None when over the limit
-    size: int  # bytes read
-    complete: bool  # whether the whole body was read
-
-
-def _error(
-    status: int,
-    code: str,
-    message: str,
-    *,
-    retry_after: float | None = None,
-    close: bool = False,
-) -> Response:
-    headers = {"x-ms-error-code": code}
-    if retry_after is not None:
-        headers["Retry-After"] = str(max(0, math.ceil(retry_after)))
-    if status == 401:
-        headers["WWW-Authenticate"] = "Bearer"
-    if close:
-        headers["Connection"] = "close"
-    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
-
-
-def _too_large(size: int) -> str:
-    return (
-        f"Maximum allowed content length: {MAX_BODY_BYTES} bytes (1 MB). "
-        f"Provided content length: {size} bytes."
-    )
-
-
-async def _read_body(receive: Receive, limit: int, stats: StatsRecorder) -> _Body:
-    """Read the request body, buffering at most *limit* bytes and discarding (but counting) the rest."""
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return _Body(None, size, False)
-        chunk: bytes = message.get("body", b"")
-        size += len(chunk)
-        stats.received(len(chunk))
-        if size <= limit:
-            chunks.append(chunk)
-        elif chunks:
-            chunks.clear()
-        more = bool(message.get("more_body", False))
-        if not more:
-            return _Body(b"".join(chunks) if size <= limit else None, size, True)
-        if size > _DRAIN_LIMIT:
-            return _Body(None, size, False)
-
-
-def _gunzip(data: bytes, limit: int) -> tuple[bytes | None, int]:
-    """Decode gzip without ever holding more than *limit*: (decoded or None when too large, decoded size).
-
-    :raises zlib.error: for corrupt data.
-    :raises ValueError: for truncated data or trailing garbage.
-    """
-    decoder = zlib.decompressobj(wbits=31)
-    out = decoder.decompress(data, limit + 1)
-    if len(out) > limit:
-        total = len(out)
-        del out
-        while decoder.unconsumed_tail and total < _COUNT_LIMIT:
-            total += len(decoder.decompress(decoder.unconsumed_tail, MAX_BODY_BYTES))
-        return None, total
-    if not decoder.eof:
-        raise ValueError("the gzip stream is truncated")
-    if decoder.unused_data:
-        raise ValueError("unexpected data after the end of the gzip stream")
-    return out, len(out)
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
-
-
-def _describe(value: object) -> str:
-    if isinstance(value, dict):
-        return "a JSON object"
-    if isinstance(value, str):
-        return "a JSON string"
-    if isinstance(value, bool) or value is None:
-        return f"JSON {json.dumps(value)}"
-    return "a JSON number"
 
 
 class _Ingest:
@@ -217,8 +121,8 @@ class _Ingest:
 
     async def _reject(self, request: Request, status: int, code: str, message: str, **kw: Any) -> Response:
         # Read (and discard) the body first so that the client gets to read the answer.
-        body = await _read_body(request.receive, 0, self._stats)
-        return _error(status, code, message, close=not body.complete, **kw)
+        body = await read_body(request.receive, 0, self._stats)
+        return error_response(status, code, message, close=not body.complete, **kw)
 
     async def handle(self, request: Request) -> Response:
         """Serve one upload request (Starlette endpoint).
@@ -294,14 +198,16 @@ class _Ingest:
 
         declared = request.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-            return await self._reject(request, 413, "ContentLengthLimitExceeded", _too_large(int(declared)))
-        body = await _read_body(request.receive, MAX_BODY_BYTES, self._stats)
+            return await self._reject(request, 413, "ContentLengthLimitExceeded", too_large(int(declared)))
+        body = await read_body(request.receive, MAX_BODY_BYTES, self._stats)
         if body.data is None:
-            return _error(413, "ContentLengthLimitExceeded", _too_large(body.size), close=not body.complete)
+            return error_response(
+                413, "ContentLengthLimitExceeded", too_large(body.size), close=not body.complete
+            )
 
         wait = self._faults.admit(rule_id, body.size)
         if wait is not None:
-            return _error(
+            return error_response(
                 429,
                 "TooManyRequests",
                 f"Rate limit of data collection rule with immutable Id '{rule_id}' exceeded; retry after "
@@ -313,23 +219,25 @@ class _Ingest:
         if encoding == "gzip":
             limit = MAX_BODY_BYTES if self._strict else MAX_DECODED_BYTES
             try:
-                decoded, size = _gunzip(raw, limit)
+                decoded, size = gunzip(raw, limit)
             except (zlib.error, ValueError) as exc:
-                return _error(400, "InvalidContentEncoding", f"The body is not valid gzip: {exc}.")
+                return error_response(400, "InvalidContentEncoding", f"The body is not valid gzip: {exc}.")
             if decoded is None:
-                return _error(413, "ContentLengthLimitExceeded", self._decoded_too_large(size))
+                return error_response(
+                    413, "ContentLengthLimitExceeded", decoded_too_large(size, strict=self._strict)
+                )
             raw = decoded
         self._stats.decompressed(len(raw))
 
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
-            return _error(400, "InvalidJson", f"The body is not valid UTF-8: {exc}.")
+            return error_response(400, "InvalidJson", f"The body is not valid UTF-8: {exc}.")
         try:
-            payload = json.loads(text, parse_constant=_reject_constant)
+            payload = json.loads(text, parse_constant=reject_constant)
         except (ValueError, RecursionError) as exc:
-            return _error(400, "InvalidJson", f"The body is not valid JSON: {exc}.")
-        request_id = str(request.scope.get(_REQUEST_ID_KEY, ""))
+            return error_response(400, "InvalidJson", f"The body is not valid JSON: {exc}.")
+        request_id = str(request.scope.get(REQUEST_ID_KEY, ""))
         if isinstance(payload, dict) and not self._strict:
             # azure-sdk-for-python #32562, azure-docs #112669: 204, and nothing lands.
             self._record(
@@ -351,10 +259,10 @@ class _Ingest:
             )
             return Response(status_code=204)
         if not isinstance(payload, list):
-            return _error(
+            return error_response(
                 400,
                 "InvalidPayload",
-                f"The body must be a JSON array of objects, not {_describe(payload)}."
+                f"The body must be a JSON array of objects, not {describe(payload)}."
                 + (
                     " (Azure answers 204 to a bare object and stores nothing; rejected because the emulator "
                     "runs in strict mode.)"
@@ -372,33 +280,21 @@ class _Ingest:
                     Loss(request_id, rule_id, stream_name, index, c.column, c.kind, c.detail) for c in changes
                 )
         except RowError as exc:
-            return _error(400, exc.code, str(exc))
+            return error_response(400, exc.code, str(exc))
 
         for table in stream.tables:
             self._store.insert(table, rows, rule_id=rule_id, stream=stream_name)
         self._stats.rows(len(rows))
         if losses:
             self._record(request, rule_id, stream_name, losses)
-        request.scope[_OUTCOME_KEY] = (len(rows), len(losses))
+        request.scope[OUTCOME_KEY] = (len(rows), len(losses))
         return Response(status_code=204)
-
-    def _decoded_too_large(self, size: int) -> str:
-        if self._strict:
-            return (
-                f"{_too_large(size)} (The size is that of the gzip-decoded body. Azure checks the body "
-                "as sent and would accept this one, but documents the limit for the uncompressed body too; "
-                "rejected because the emulator runs in strict mode.)"
-            )
-        return (
-            f"Maximum allowed decoded content length: {MAX_DECODED_BYTES} bytes (50 MB). "
-            f"Decoded content length: {size} bytes."
-        )
 
     def _record(self, request: Request, rule_id: str, stream: str, losses: list[Loss]) -> None:
         self._store.record_losses(losses)
         self._stats.losses(len(losses))
-        request.scope[_OUTCOME_KEY] = (0, len(losses))
-        _LOGGER.warning(
+        request.scope[OUTCOME_KEY] = (0, len(losses))
+        LOGGER.warning(
             "request %s to %s / %s: Azure would answer 204 and silently lose data: %s "
             "(details: GET /_emulator/losses or Emulator.losses(); strict mode answers 400 instead)",
             losses[0].request_id,
@@ -423,7 +319,7 @@ class _Faulty:
             await self._app(scope, receive, send)
             return
         request_id = str(uuid.uuid4())
-        scope[_REQUEST_ID_KEY] = request_id
+        scope[REQUEST_ID_KEY] = request_id
         client_ids = [v for k, v in scope["headers"] if k == b"x-ms-client-request-id"]
         client_id = client_ids[0] if client_ids else None
         status: int | None = None
@@ -446,7 +342,7 @@ class _Faulty:
             await self._ingest(scope, receive, identified_send, send)
         finally:
             # Logged before the request stops counting as in flight: after wait_until_idle() it is there.
-            rows, losses = scope.get(_OUTCOME_KEY, (0, 0))
+            rows, losses = scope.get(OUTCOME_KEY, (0, 0))
             record = RequestRecord(
                 request_id,
                 None if client_id is None else client_id.decode("latin-1"),
@@ -456,7 +352,7 @@ class _Faulty:
                 losses,
             )
             self._log.add(record)
-            _LOGGER.info(
+            LOGGER.info(
                 "%s %s %s rows=%d losses=%d x-ms-request-id=%s x-ms-client-request-id=%s",
                 scope["method"],
                 scope["path"][:256],
@@ -492,9 +388,9 @@ class _Faulty:
             await self._fail(fault, scope, receive, counting_send)
 
     async def _fail(self, fault: Fault, scope: Scope, receive: Receive, send: Send) -> None:
-        body = await _read_body(receive, 0, self._stats)
+        body = await read_body(receive, 0, self._stats)
         code = fault.code or DEFAULT_ERROR_CODES.get(fault.status, "EmulatedFault")
-        response = _error(
+        response = error_response(
             fault.status,
             code,
             fault.message or "Injected fault (emulator).",
@@ -504,7 +400,7 @@ class _Faulty:
         await response(scope, receive, send)
 
     async def _drop(self, receive: Receive, send: Send) -> None:
-        await _read_body(receive, 0, self._stats)
+        await read_body(receive, 0, self._stats)
         self._stats.dropped()
         # uvicorn's send is a bound method of its request cycle, which holds the asyncio transport: abort it
         # (no response byte is written), then wait for uvicorn to notice the disconnect so it logs nothing.
@@ -514,7 +410,7 @@ class _Faulty:
             try:
                 await asyncio.wait_for(_until_disconnect(receive), 5)
             except asyncio.TimeoutError:  # pragma: no cover - uvicorn always reports the disconnect
-                _LOGGER.debug("no disconnect event after aborting a connection")
+                LOGGER.debug("no disconnect event after aborting a connection")
             return
         # Fallback for other servers: start a response that promises a body, then fail; the server closes.
         await send(
@@ -658,7 +554,7 @@ class _AdminGuard:
         scope: Scope, receive: Receive, send: Send, status: int, code: str, message: str
     ) -> None:
         complete = await _drain(receive, _ADMIN_DRAIN_LIMIT)
-        await _error(status, code, message, close=not complete)(scope, receive, send)
+        await error_response(status, code, message, close=not complete)(scope, receive, send)
 
 
 def _admin_routes(
@@ -676,7 +572,7 @@ def _admin_routes(
                 raise TypeError("expected a JSON object")
             apply_fault_spec(faults, spec)
         except (ValueError, TypeError, KeyError) as exc:
-            return _error(400, "InvalidFaultSpec", f"Invalid fault specification: {exc}")
+            return error_response(400, "InvalidFaultSpec", f"Invalid fault specification: {exc}")
         return Response(status_code=204)
 
     async def get_stats(request: Request) -> Response:
@@ -724,13 +620,13 @@ def _admin_routes(
                 raise TypeError("propagation_delay must be a number of seconds")
             roles.assign(object_id, rule_id, propagation_delay=float(delay))
         except (ValueError, TypeError) as exc:
-            return _error(400, "InvalidRoleAssignment", f"Invalid role assignment: {exc}")
+            return error_response(400, "InvalidRoleAssignment", f"Invalid role assignment: {exc}")
         return Response(status_code=204)
 
     async def get_rows(request: Request) -> Response:
         table = request.path_params["table"]
         if not any(table in rule.tables for rule in rules.values()):
-            return _error(404, "NotFound", f"No data collection rule writes to table '{table}'.")
+            return error_response(404, "NotFound", f"No data collection rule writes to table '{table}'.")
         limit = request.query_params.get("limit")
         return JSONResponse(store.rows(table, limit=int(limit) if limit and limit.isdigit() else None))
 
@@ -806,7 +702,7 @@ def apply_fault_spec(faults: Faults, spec: Mapping[str, Any]) -> None:
 async def _not_found(request: Request, exc: Exception) -> Response:
     status = exc.status_code if isinstance(exc, HTTPException) else 500
     code = {404: "NotFound", 405: "MethodNotAllowed"}.get(status, "BadRequest")
-    return _error(status, code, f"{request.method} {request.url.path}: {code}.")
+    return error_response(status, code, f"{request.method} {request.url.path}: {code}.")
 
 
 def create_app(
