@@ -23,7 +23,7 @@ The Logs Query API's query operation (``/v1/workspaces/{workspaceId}/query``) is
 Every answer carries ``x-ms-request-id`` and echoes ``x-ms-client-request-id``; every ingestion request is
 logged (:class:`RequestLog`, and an INFO line on this module's logger; a WARNING line when it lost data).
 
-Admin requests (``/_emulator/...``, loopback-bound emulators only) first pass :class:`_AdminGuard`: a
+Admin requests (``/_emulator/...``, loopback-bound emulators only) first pass :class:`AdminGuard`: a
 ``Host`` header that does not name loopback → 403 ``HostNotAllowed``; a write without ``Content-Type:
 application/json`` → 415 ``UnsupportedMediaType`` (against DNS rebinding and CSRF).
 
@@ -36,7 +36,6 @@ from __future__ import annotations
 __all__ = ["create_app"]
 
 import asyncio
-import ipaddress
 import json
 import logging
 import math
@@ -49,10 +48,12 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ._admin import admin_routes
+from ._admin_guard import AdminGuard
 from ._dcr import DataCollectionRule, RowError
 from ._faults import DEFAULT_ERROR_CODES, Fault, Faults
 from ._http import LOGGER, OUTCOME_KEY, REQUEST_ID_KEY, error_response
@@ -75,12 +76,6 @@ from ._stats import RequestLog, RequestRecord, StatsRecorder
 from ._store import RowStore
 
 _INGEST_PREFIX = "/dataCollectionRules/"
-_ADMIN_PREFIX = "/_emulator"
-# Methods that change nothing; every other method on an admin path must send Content-Type: application/json.
-_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-# A refused admin request's body is read (and discarded) up to this many bytes so that the client gets to read
-# the answer; beyond it the connection is closed after answering.
-_ADMIN_DRAIN_LIMIT = 64 * 1024
 
 
 class _ConnectionDropped(Exception):
@@ -424,281 +419,6 @@ async def _until_disconnect(receive: Receive) -> None:
         pass
 
 
-# -- admin endpoint guard (CSRF and DNS rebinding) -----------------------------------------------------------
-
-
-def _parse_port(port: str) -> bool:
-    return 1 <= len(port) <= 5 and port.isascii() and port.isdigit() and int(port) <= 65535
-
-
-def _is_loopback_host_header(value: str) -> bool:
-    """Whether a ``Host`` header value names the loopback interface, with or without a ``:port``.
-
-    Accepted: ``localhost`` (any case), an IPv4 address in ``127.0.0.0/8`` (dotted quad only), ``[::1]``, and
-    the bare ``::1`` (not valid RFC 3986 syntax, but what some clients send). Anything else is refused: other
-    names (``localhost.evil.example``, ``127.0.0.1.evil.example``), userinfo (``user@localhost``), zone ids,
-    a trailing dot, an empty or non-numeric port, whitespace or trailing junk.
-
-    :param value: The header value, as sent.
-    """
-    if not value.isascii() or not value.isprintable() or any(c.isspace() for c in value):
-        return False
-    if value.startswith("["):
-        end = value.find("]")
-        if end < 0:
-            return False
-        name, rest = value[1:end], value[end + 1 :]
-        if rest and not (rest.startswith(":") and _parse_port(rest[1:])):
-            return False
-        return _is_loopback_ipv6(name)
-    if value.count(":") > 1:  # a bare IPv6 literal, which cannot carry a port
-        return _is_loopback_ipv6(value)
-    name, colon, port = value.partition(":")
-    if colon and not _parse_port(port):
-        return False
-    if name.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.IPv4Address(name).is_loopback
-    except ValueError:
-        return False
-
-
-def _is_loopback_ipv6(name: str) -> bool:
-    if "%" in name:  # zone id
-        return False
-    try:
-        return ipaddress.IPv6Address(name) == ipaddress.IPv6Address("::1")
-    except ValueError:
-        return False
-
-
-def _is_json_media_type(value: str) -> bool:
-    return value.split(";", 1)[0].strip().lower() == "application/json"
-
-
-async def _drain(receive: Receive, limit: int) -> bool:
-    """Read and discard the request body, at most about *limit* bytes: whether it was read completely."""
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return False
-        size += len(message.get("body", b""))
-        if not message.get("more_body", False):
-            return True
-        if size > limit:
-            return False
-
-
-class _AdminGuard:
-    """ASGI layer in front of the ``/_emulator/...`` admin endpoints, against CSRF and DNS rebinding.
-
-    The admin endpoints need no token, so a web page the developer happens to visit must not reach them:
-
-    * every admin request must carry exactly one ``Host`` header naming loopback (see
-      :func:`_is_loopback_host_header`): a DNS-rebound page's requests carry the attacker's host name. The
-      admin endpoints are only served on a loopback-bound emulator, so loopback names are the only legitimate
-      ones (whatever loopback name or address it was bound to is among them);
-    * every admin write (any method but GET, HEAD, OPTIONS) must have ``Content-Type: application/json``: a
-      page cannot send that cross-site without a CORS preflight, which the emulator never grants, whereas a
-      ``text/plain`` or form POST is a "simple" request that the browser sends without asking.
-
-    The ingestion path is left alone: the Azure SDK (and a remote-bound emulator's clients) send their own
-    ``Host``, and the ingestion endpoint requires a bearer token and JSON anyway.
-    """
-
-    def __init__(self, app: ASGIApp) -> None:
-        self._app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        path: str = scope.get("path", "") if scope["type"] == "http" else ""
-        if not (path == _ADMIN_PREFIX or path.startswith(_ADMIN_PREFIX + "/")):
-            await self._app(scope, receive, send)
-            return
-        headers: list[tuple[bytes, bytes]] = scope["headers"]
-        hosts = [v.decode("latin-1") for k, v in headers if k == b"host"]
-        if len(hosts) != 1 or not _is_loopback_host_header(hosts[0]):
-            shown = "(missing)" if not hosts else hosts[0][:64] if len(hosts) == 1 else "(more than one)"
-            # 403 rather than 421 Misdirected Request: 421 invites clients to retry the request on another
-            # connection (RFC 9110, 15.5.20), even a POST, and it is meant for a server that is not configured
-            # for the name; here the name is deliberately refused, which is what 403 says.
-            await self._refuse(
-                scope,
-                receive,
-                send,
-                403,
-                "HostNotAllowed",
-                f"The admin endpoints only answer requests whose Host header names loopback (localhost, "
-                f"127.0.0.1, [::1]), not {shown!r}.",
-            )
-            return
-        if scope["method"] not in _SAFE_METHODS:
-            types = [v.decode("latin-1") for k, v in headers if k == b"content-type"]
-            if len(types) != 1 or not _is_json_media_type(types[0]):
-                shown = "(missing)" if not types else types[0][:64] if len(types) == 1 else "(more than one)"
-                await self._refuse(
-                    scope,
-                    receive,
-                    send,
-                    415,
-                    "UnsupportedMediaType",
-                    f"Admin requests that change state must have Content-Type: application/json (even "
-                    f"without a body), not {shown!r}.",
-                )
-                return
-        await self._app(scope, receive, send)
-
-    @staticmethod
-    async def _refuse(
-        scope: Scope, receive: Receive, send: Send, status: int, code: str, message: str
-    ) -> None:
-        complete = await _drain(receive, _ADMIN_DRAIN_LIMIT)
-        await error_response(status, code, message, close=not complete)(scope, receive, send)
-
-
-def _admin_routes(
-    rules: Mapping[str, DataCollectionRule],
-    store: RowStore,
-    faults: Faults,
-    stats: StatsRecorder,
-    log: RequestLog,
-    roles: Roles,
-) -> list[Route]:
-    async def set_faults(request: Request) -> Response:
-        try:
-            spec = json.loads(await request.body())
-            if not isinstance(spec, dict):
-                raise TypeError("expected a JSON object")
-            apply_fault_spec(faults, spec)
-        except (ValueError, TypeError, KeyError) as exc:
-            return error_response(400, "InvalidFaultSpec", f"Invalid fault specification: {exc}")
-        return Response(status_code=204)
-
-    async def get_stats(request: Request) -> Response:
-        return JSONResponse(stats.snapshot().as_dict())
-
-    async def reset(request: Request) -> Response:
-        faults.reset()
-        roles.clear()
-        stats.reset()
-        store.clear()
-        log.clear()
-        return Response(status_code=204)
-
-    def _limit(request: Request) -> int | None:
-        limit = request.query_params.get("limit")
-        return int(limit) if limit and limit.isdigit() else None
-
-    async def get_losses(request: Request) -> Response:
-        return JSONResponse(
-            {
-                "total": store.loss_count(),
-                "losses": [loss.as_dict() for loss in store.losses(limit=_limit(request))],
-            }
-        )
-
-    async def get_requests(request: Request) -> Response:
-        return JSONResponse([record.as_dict() for record in log.records()])
-
-    async def get_roles(request: Request) -> Response:
-        return JSONResponse([a.as_dict() for a in roles.assignments()])
-
-    async def assign_role(request: Request) -> Response:
-        try:
-            spec = json.loads(await request.body())
-            if not isinstance(spec, dict):
-                raise TypeError("expected a JSON object")
-            unknown = set(spec) - {"object_id", "rule_id", "propagation_delay"}
-            if unknown:
-                raise ValueError(f"unknown field(s) {sorted(unknown)}")
-            object_id, rule_id = spec.get("object_id"), spec.get("rule_id")
-            if not isinstance(object_id, str) or not (rule_id is None or isinstance(rule_id, str)):
-                raise TypeError("object_id must be a string and rule_id a string or null")
-            delay = spec.get("propagation_delay", 0)
-            if isinstance(delay, bool) or not isinstance(delay, (int, float)):
-                raise TypeError("propagation_delay must be a number of seconds")
-            roles.assign(object_id, rule_id, propagation_delay=float(delay))
-        except (ValueError, TypeError) as exc:
-            return error_response(400, "InvalidRoleAssignment", f"Invalid role assignment: {exc}")
-        return Response(status_code=204)
-
-    async def get_rows(request: Request) -> Response:
-        table = request.path_params["table"]
-        if not any(table in rule.tables for rule in rules.values()):
-            return error_response(404, "NotFound", f"No data collection rule writes to table '{table}'.")
-        limit = request.query_params.get("limit")
-        return JSONResponse(store.rows(table, limit=int(limit) if limit and limit.isdigit() else None))
-
-    async def info(request: Request) -> Response:
-        return JSONResponse(
-            {
-                "rules": [
-                    {
-                        "immutable_id": rule.immutable_id,
-                        "name": rule.name,
-                        "streams": {s.name: list(s.tables) for s in rule.streams.values()},
-                    }
-                    for rule in rules.values()
-                ]
-            }
-        )
-
-    return [
-        Route("/_emulator/faults", set_faults, methods=["POST"]),
-        Route("/_emulator/stats", get_stats, methods=["GET"]),
-        Route("/_emulator/reset", reset, methods=["POST"]),
-        Route("/_emulator/rows/{table}", get_rows, methods=["GET"]),
-        Route("/_emulator/info", info, methods=["GET"]),
-        Route("/_emulator/losses", get_losses, methods=["GET"]),
-        Route("/_emulator/requests", get_requests, methods=["GET"]),
-        Route("/_emulator/roles", get_roles, methods=["GET"]),
-        Route("/_emulator/roles", assign_role, methods=["POST"]),
-    ]
-
-
-_FAULT_ACTIONS: Mapping[str, Callable[[Faults, dict[str, Any]], None]] = {
-    "fail_next": lambda f, a: f.fail_next(
-        int(a["n"]),
-        int(a["status"]),
-        retry_after=a.get("retry_after"),
-        code=a.get("code"),
-        message=a.get("message"),
-    ),
-    "failure_rate": lambda f, a: f.failure_rate(
-        float(a["rate"]), int(a.get("status", 503)), seed=a.get("seed")
-    ),
-    "latency": lambda f, a: f.latency(float(a["seconds"])),
-    "drop_next": lambda f, a: f.drop_next(int(a["n"])),
-    "rate_limit": lambda f, a: f.rate_limit(
-        a.get("rule_id"),
-        requests_per_minute=a.get("requests_per_minute"),
-        bytes_per_minute=a.get("bytes_per_minute"),
-    ),
-    "reset": lambda f, a: f.reset(),
-}
-
-
-def apply_fault_spec(faults: Faults, spec: Mapping[str, Any]) -> None:
-    """Apply an admin fault specification: ``{"<action>": {<keyword arguments>}, ...}`` in the given order.
-
-    Actions are the :class:`Faults` methods ``fail_next``, ``failure_rate``, ``latency``, ``drop_next``,
-    ``rate_limit`` and ``reset``; e.g.
-    ``{"reset": {}, "fail_next": {"n": 2, "status": 503, "retry_after": 1}}``.
-
-    :raises ValueError: for an unknown action or invalid arguments.
-    """
-    unknown = set(spec) - set(_FAULT_ACTIONS)
-    if unknown:
-        raise ValueError(f"unknown action(s) {sorted(unknown)}; expected {sorted(_FAULT_ACTIONS)}")
-    for action, arguments in spec.items():
-        if arguments is True:
-            arguments = {}
-        if not isinstance(arguments, dict):
-            raise ValueError(f"arguments of {action!r} must be a JSON object")
-        _FAULT_ACTIONS[action](faults, arguments)
-
-
 async def _not_found(request: Request, exc: Exception) -> Response:
     status = exc.status_code if isinstance(exc, HTTPException) else 500
     code = {404: "NotFound", 405: "MethodNotAllowed"}.get(status, "BadRequest")
@@ -752,8 +472,8 @@ def create_app(
         ),
     ]
     if admin:
-        routes += _admin_routes(rules, store, faults, stats, log, roles)
+        routes += admin_routes(rules, store, faults, stats, log, roles)
     app: ASGIApp = Starlette(routes=routes, exception_handlers={HTTPException: _not_found})
     if admin:
-        app = _AdminGuard(app)
+        app = AdminGuard(app)
     return _Faulty(app, faults, stats, log)
