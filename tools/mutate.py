@@ -663,13 +663,13 @@ MUTANTS = [
     # -- the emulator's admin guard --------------------------------------------------------------------
     Mutant(
         "emulator admin Host check",
-        f"{PKG}/emulator/_app.py",
+        f"{PKG}/emulator/_admin_guard.py",
         "if len(hosts) != 1 or not _is_loopback_host_header(hosts[0]):",
         "if False:",
     ),
     Mutant(
         "emulator admin JSON-only writes",
-        f"{PKG}/emulator/_app.py",
+        f"{PKG}/emulator/_admin_guard.py",
         "if len(types) != 1 or not _is_json_media_type(types[0]):",
         "if False:",
     ),

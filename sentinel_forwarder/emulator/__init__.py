@@ -56,7 +56,6 @@ __all__ = [
 ]
 
 from ..testing import AsyncEmulatorCredential, EmulatorCredential
-from ._app import MAX_BODY_BYTES, MAX_DECODED_BYTES
 from ._dcr import DEFAULT_RULE_ID, DataCollectionRule, DcrError, Stream, load_dcrs
 from ._faults import Faults
 from ._identity import (
@@ -67,6 +66,7 @@ from ._identity import (
     Roles,
     unsigned_jwt,
 )
+from ._ingest_request import MAX_BODY_BYTES, MAX_DECODED_BYTES
 from ._losses import LOSS_KINDS, Loss, format_loss_report
 from ._query import DEFAULT_WORKSPACE_ID, QUERY_AUDIENCES, QueryError, QueryResult, run_query
 from ._rules import Rule, RuleError, RuleReport, load_rules, shipped_rules

@@ -19,12 +19,12 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from ._http import REQUEST_ID_KEY
 from ._identity import check_bearer
 from ._query import QUERY_AUDIENCES, QueryError, QueryResult, run_query
 from ._store import RowStore
 
 _MAX_QUERY_BODY = 1_048_576
-_REQUEST_ID_KEY = "sentinel_forwarder.emulator.request_id"
 
 
 def _failure(status: int, code: str, message: str, request: Request) -> Response:
@@ -36,7 +36,7 @@ def _failure(status: int, code: str, message: str, request: Request) -> Response
 
 
 def _request_id(request: Request) -> str:
-    return str(request.scope.get(_REQUEST_ID_KEY, ""))
+    return str(request.scope.get(REQUEST_ID_KEY, ""))
 
 
 class QueryEndpoint:
