@@ -10,16 +10,7 @@ from ._buffering import (
     BufferingForwarder,
     ForwarderStatistics,
 )
-from ._chain import (
-    ChainBreak,
-    ChainHead,
-    ChainReport,
-    ChainSummary,
-    HashChain,
-    canonical_form,
-    record_hash,
-    verify_chain,
-)
+from ._chain import ChainHead, HashChain, canonical_form, record_hash
 from ._entry import AuditEntry, Severity
 from ._health import ForwarderHealth
 from ._log_handler import AuditLogHandler
@@ -27,6 +18,7 @@ from ._protocol import DROP_REASONS, AuditForwarder, AuditSink, DropReason, Send
 from ._schema import AUDIT_TABLE, Column, TableSchema
 from ._settings import ConfigurationError, ForwarderSettings
 from ._setup import add_sentinel_forwarder
+from ._verify import ChainBreak, ChainReport, ChainSummary, verify_chain
 
 __all__ = [
     "AUDIT_TABLE",
