@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ._azure import CLOUD_AUDIENCES, MAX_REQUEST_BYTES, AzureSentinelForwarder, Cloud
+from ._azure import MAX_REQUEST_BYTES, AzureSentinelForwarder
 from ._background import BackgroundForwarder
 from ._buffering import (
     DEFAULT_MAX_BATCHES_IN_FLIGHT,
@@ -11,6 +11,7 @@ from ._buffering import (
     ForwarderStatistics,
 )
 from ._chain import ChainHead, HashChain, canonical_form, record_hash
+from ._clouds import CLOUD_AUDIENCES, Cloud
 from ._entry import AuditEntry, Severity
 from ._health import ForwarderHealth
 from ._log_handler import AuditLogHandler

@@ -15,20 +15,21 @@ acquisition (which may block for seconds) off the event loop, and measured as fa
 
 from __future__ import annotations
 
-__all__ = ["CLOUD_AUDIENCES", "MAX_REQUEST_BYTES", "AzureSentinelForwarder", "Cloud"]
+__all__ = ["MAX_REQUEST_BYTES", "AzureSentinelForwarder"]
 
 import io
 import logging
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 from types import MappingProxyType
-from typing import Any, Literal
+from typing import Any
 
 from azure.core.credentials import TokenCredential
 from azure.core.exceptions import AzureError, ClientAuthenticationError, HttpResponseError
 
+from ._clouds import AUTHORITY_HOSTS, CLOUD_AUDIENCES, Cloud
 from ._endpoint import parse_endpoint
 from ._entry import AuditEntry
 from ._metrics import ErrorLog
@@ -50,19 +51,6 @@ from ._wire import CODEC, MAX_REQUEST_BYTES, STDLIB, compressed, plan
 from ._workers import DaemonWorkers
 
 logger = logging.getLogger("sentinel_forwarder.azure")
-
-Cloud = Literal["public", "usgov", "china"]
-#: Token audience (scope) per cloud.
-CLOUD_AUDIENCES: Mapping[str, str] = {
-    "public": "https://monitor.azure.com/.default",
-    "usgov": "https://monitor.azure.us/.default",
-    "china": "https://monitor.azure.cn/.default",
-}
-_AUTHORITIES: Mapping[str, str] = {
-    "public": "login.microsoftonline.com",
-    "usgov": "login.microsoftonline.us",
-    "china": "login.chinacloudapi.cn",
-}
 
 
 class AzureSentinelForwarder(AuditSink):
@@ -188,7 +176,7 @@ class AzureSentinelForwarder(AuditSink):
         if self._credential is None:
             from azure.identity import DefaultAzureCredential
 
-            self._credential = DefaultAzureCredential(authority=_AUTHORITIES[self.cloud])
+            self._credential = DefaultAzureCredential(authority=AUTHORITY_HOSTS[self.cloud])
         transport = ingestion_transport(
             self.endpoint,
             pool_size=self._max_uploads,

@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from ._azure import CLOUD_AUDIENCES
+from ._clouds import CLOUD_AUDIENCES
 from ._endpoint import parse_endpoint
 from ._entry import Severity
 from ._schema import AUDIT_TABLE
