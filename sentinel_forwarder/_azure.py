@@ -52,6 +52,9 @@ from ._workers import DaemonWorkers
 
 logger = logging.getLogger("sentinel_forwarder.azure")
 
+#: Seconds one batch may take in all, by default (``retry_timeout``).
+DEFAULT_RETRY_TIMEOUT = 20.0
+
 
 class AzureSentinelForwarder(AuditSink):
     """Posts batches of audit entries to a data collection rule's stream.
@@ -100,7 +103,7 @@ class AzureSentinelForwarder(AuditSink):
         rule_id: str,
         stream_name: str = AUDIT_TABLE.stream,
         cloud: Cloud = "public",
-        retry_timeout: float = 20.0,
+        retry_timeout: float = DEFAULT_RETRY_TIMEOUT,
         max_retries: int = 10,
         retry_backoff: float = 0.5,
         max_concurrent_uploads: int = 8,
