@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ._azure import CLOUD_AUDIENCES, MAX_REQUEST_BYTES, AzureSentinelForwarder, Cloud
+from ._azure import MAX_REQUEST_BYTES, AzureSentinelForwarder
 from ._background import BackgroundForwarder
 from ._buffering import (
     DEFAULT_MAX_BATCHES_IN_FLIGHT,
@@ -10,16 +10,8 @@ from ._buffering import (
     BufferingForwarder,
     ForwarderStatistics,
 )
-from ._chain import (
-    ChainBreak,
-    ChainHead,
-    ChainReport,
-    ChainSummary,
-    HashChain,
-    canonical_form,
-    record_hash,
-    verify_chain,
-)
+from ._chain import ChainHead, HashChain, canonical_form, record_hash
+from ._clouds import CLOUD_AUDIENCES, Cloud
 from ._entry import AuditEntry, Severity
 from ._log_handler import AuditLogHandler
 from ._protocol import DROP_REASONS, AuditForwarder, AuditSink, DropReason, SendResult
@@ -27,6 +19,7 @@ from ._schema import AUDIT_TABLE, Column, TableSchema
 from ._settings import ConfigurationError, ForwarderSettings
 from ._setup import add_sentinel_forwarder
 from ._snapshots import ForwarderHealth
+from ._verify import ChainBreak, ChainReport, ChainSummary, verify_chain
 
 __all__ = [
     "AUDIT_TABLE",

@@ -15,20 +15,21 @@ acquisition (which may block for seconds) off the event loop, and measured as fa
 
 from __future__ import annotations
 
-__all__ = ["CLOUD_AUDIENCES", "MAX_REQUEST_BYTES", "AzureSentinelForwarder", "Cloud"]
+__all__ = ["MAX_REQUEST_BYTES", "AzureSentinelForwarder"]
 
 import io
 import logging
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 from types import MappingProxyType
-from typing import Any, Literal
+from typing import Any
 
 from azure.core.credentials import TokenCredential
 from azure.core.exceptions import AzureError, ClientAuthenticationError, HttpResponseError
 
+from ._clouds import AUTHORITY_HOSTS, CLOUD_AUDIENCES, Cloud
 from ._endpoint import parse_endpoint
 from ._entry import AuditEntry
 from ._poison import isolate_refused
@@ -51,18 +52,8 @@ from ._wire import CODEC, MAX_REQUEST_BYTES, STDLIB, compressed, plan
 
 logger = logging.getLogger("sentinel_forwarder.azure")
 
-Cloud = Literal["public", "usgov", "china"]
-#: Token audience (scope) per cloud.
-CLOUD_AUDIENCES: Mapping[str, str] = {
-    "public": "https://monitor.azure.com/.default",
-    "usgov": "https://monitor.azure.us/.default",
-    "china": "https://monitor.azure.cn/.default",
-}
-_AUTHORITIES: Mapping[str, str] = {
-    "public": "login.microsoftonline.com",
-    "usgov": "login.microsoftonline.us",
-    "china": "login.chinacloudapi.cn",
-}
+#: Seconds one batch may take in all, by default (``retry_timeout``).
+DEFAULT_RETRY_TIMEOUT = 20.0
 
 
 class AzureSentinelForwarder(AuditSink):
@@ -112,7 +103,7 @@ class AzureSentinelForwarder(AuditSink):
         rule_id: str,
         stream_name: str = AUDIT_TABLE.stream,
         cloud: Cloud = "public",
-        retry_timeout: float = 20.0,
+        retry_timeout: float = DEFAULT_RETRY_TIMEOUT,
         max_retries: int = 10,
         retry_backoff: float = 0.5,
         max_concurrent_uploads: int = 8,
@@ -188,7 +179,7 @@ class AzureSentinelForwarder(AuditSink):
         if self._credential is None:
             from azure.identity import DefaultAzureCredential
 
-            self._credential = DefaultAzureCredential(authority=_AUTHORITIES[self.cloud])
+            self._credential = DefaultAzureCredential(authority=AUTHORITY_HOSTS[self.cloud])
         transport = ingestion_transport(
             self.endpoint,
             pool_size=self._max_uploads,

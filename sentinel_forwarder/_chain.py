@@ -1,4 +1,4 @@
-"""Tamper evidence: a hash chain over audit records, its canonical form, and its verifier.
+"""Tamper evidence: a hash chain over audit records, and its canonical form.
 
 Each linked record carries its chain's id (``ChainId``), its position in it (``Sequence``, from 1), the hash
 of the record before it (``PreviousHash``) and its own ``Hash``: SHA-256, or HMAC-SHA256 with a key the
@@ -8,20 +8,21 @@ recomputed from what a Log Analytics query returns as well as from the row that 
 ISO 8601 spelling (or as ``datetime`` objects), ``1.0`` read back as ``1``, ``dynamic`` values as objects or
 JSON text, ``null`` and missing alike. The workspace's own columns (``TenantId``, ``Type``, ``_ResourceId``,
 ...) and user-defined ``extra`` columns are not covered. See docs/tamper-evidence.md.
+
+Linking is here (:class:`HashChain`, and the pump's fast path, :func:`_entry_form` and :func:`_linked`); the
+verifier, which reads landed rows back, is in ``_verify`` and shares :func:`column`, :func:`number` and
+:func:`key_bytes` with the canonical form.
 """
 
 from __future__ import annotations
 
 __all__ = [
     "CHAIN_COLUMNS",
-    "ChainBreak",
     "ChainHead",
-    "ChainReport",
-    "ChainSummary",
     "HashChain",
+    "Key",
     "canonical_form",
     "record_hash",
-    "verify_chain",
 ]
 
 import dataclasses
@@ -33,10 +34,10 @@ import re
 import threading
 import uuid
 import weakref
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any, Literal
+from typing import Any
 
 from ._entry import _LABELS, AuditEntry, _format_time
 from ._schema import AUDIT_TABLE
@@ -56,15 +57,18 @@ CHAIN_COLUMNS: tuple[str, ...] = (
 #: The first element of every canonical form: a change of projection or encoding gets a new tag.
 _FORM = "sf-chain-1"
 _TYPES = {name: AUDIT_TABLE.column(name).type for name in CHAIN_COLUMNS}
-_MISSING: Any = object()
+#: What :func:`column` gives for a column the row does not have (normalised like ``null``).
+MISSING: Any = object()
 _ISO = re.compile(
     r"^(\d{4})-(\d\d)-(\d\d)[T ](\d\d):(\d\d):(\d\d)(?:[.,](\d+))?\s*(Z|z|[+-]\d\d(?::?\d\d)?)?$"
 )
 
+#: An HMAC key: ``str`` (its UTF-8 bytes) or ``bytes``.
 Key = str | bytes
 
 
-def _key_bytes(key: Key | None) -> bytes | None:
+def key_bytes(key: Key | None) -> bytes | None:
+    """*key* as the bytes HMAC takes; ``None`` (plain SHA-256) for no key or an empty one."""
     if key is None or key == "" or key == b"":
         return None
     if isinstance(key, str):
@@ -74,18 +78,19 @@ def _key_bytes(key: Key | None) -> bytes | None:
     raise TypeError(f"a chain key must be str or bytes, not {type(key).__name__}")
 
 
-def _get(row: Any, name: str) -> Any:
-    """A column of a mapping or of anything indexed by column name (an azure-monitor-query row)."""
+def column(row: Any, name: str) -> Any:
+    """A column of a mapping or of anything indexed by column name (an azure-monitor-query row), or
+    :data:`MISSING`."""
     if isinstance(row, Mapping):
-        return row.get(name, _MISSING)
+        return row.get(name, MISSING)
     try:
         return row[name]
     except (KeyError, IndexError, TypeError, ValueError):
-        return _MISSING
+        return MISSING
 
 
 def _datetime(value: Any) -> str | None:
-    if value is None or value is _MISSING or value == "":
+    if value is None or value is MISSING or value == "":
         return None
     if isinstance(value, datetime):
         ts = value if value.tzinfo is not None else value.replace(tzinfo=timezone.utc)
@@ -105,14 +110,16 @@ def _datetime(value: Any) -> str | None:
     return _datetime(parsed.replace(tzinfo=timezone.utc))
 
 
-def _number(value: Any) -> Any:
+def number(value: Any) -> Any:
+    """A number as the canonical form normalises it: numeric text parsed, integral values as ``int``;
+    anything else as given."""
     if isinstance(value, bool):
         return int(value)
     if isinstance(value, float) and value.is_integer():
         return int(value)
     if isinstance(value, str):
         try:
-            return _number(float(value)) if any(c in value for c in ".eE") else int(value)
+            return number(float(value)) if any(c in value for c in ".eE") else int(value)
         except ValueError:
             return value
     return value
@@ -132,12 +139,12 @@ def _plain(value: Any) -> Any:
 def _normalise(column_type: str, value: Any) -> Any:
     if column_type == "dateTime":
         return _datetime(value)
-    if value is None or value is _MISSING:
+    if value is None or value is MISSING:
         return "" if column_type in ("string", "guid") else None
     if column_type in ("string", "guid"):
         return str(value)
     if column_type in ("int", "long"):
-        return _number(value)
+        return number(value)
     if column_type == "real":
         return float(value)
     if column_type == "boolean":
@@ -156,7 +163,7 @@ def canonical_form(row: Any) -> bytes:
     :param row: a row as sent (:meth:`AuditEntry.to_row`), as stored by the emulator, as read from a JSON
         export, or as returned by a Log Analytics query (a mapping, or an ``azure-monitor-query`` row).
     """
-    values = [_FORM, *(_normalise(_TYPES[name], _get(row, name)) for name in CHAIN_COLUMNS)]
+    values = [_FORM, *(_normalise(_TYPES[name], column(row, name)) for name in CHAIN_COLUMNS)]
     text = json.dumps(values, ensure_ascii=False, separators=(",", ":"), sort_keys=True, allow_nan=False)
     # (sort_keys orders the keys of dynamic values; _entry_form has none, so it leaves it out). A lone
     # surrogate (which the service refuses: such a row never lands) is hashed as its code unit, not raised:
@@ -170,7 +177,7 @@ def record_hash(row: Any, *, key: Key | None = None) -> str:
     The row's own ``Hash`` is not part of the canonical form; its ``PreviousHash`` is.
     """
     data = canonical_form(row)
-    secret = _key_bytes(key)
+    secret = key_bytes(key)
     if secret is None:
         return hashlib.sha256(data).hexdigest()
     return hmac.new(secret, data, hashlib.sha256).hexdigest()
@@ -218,7 +225,7 @@ class HashChain:
         self._chain_id = chain_id or str(uuid.uuid4())
         self._sequence = sequence
         self._last = previous_hash
-        self._key = _key_bytes(key)
+        self._key = key_bytes(key)
         self._lock = threading.Lock()
         _chains.add(self)
 
@@ -332,257 +339,3 @@ def _new_locks_after_fork() -> None:  # a lock another thread held at fork time 
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_new_locks_after_fork)
-
-
-BreakKind = Literal["hash", "link", "gap", "fork"]
-
-
-@dataclass(frozen=True)
-class ChainBreak:
-    """One problem :func:`verify_chain` found."""
-
-    #: Position of the offending row in the rows given (for a gap: of the row after it; -1 at the end).
-    index: int
-    #: Its ``Id``.
-    id: str
-    #: ``"hash"``: the row's content does not match its ``Hash`` (altered, or another key).
-    #: ``"link"``: its ``PreviousHash`` is not the ``Hash`` of the row before it in its chain (that row
-    #: was altered and re-hashed, or replaced).
-    #: ``"gap"``: sequence numbers are missing (rows removed or lost); ``expected`` names them.
-    #: ``"fork"``: two different rows claim the same place in the chain (forged or replayed).
-    kind: BreakKind
-    expected: str
-    actual: str
-    #: The chain (``ChainId``; empty for rows linked without one, checked in the order given).
-    chain_id: str = ""
-    #: The row's ``Sequence`` (for a gap: the first missing one).
-    sequence: int | None = None
-
-    def __str__(self) -> str:
-        where = f"chain {self.chain_id} #{self.sequence}" if self.chain_id else f"row {self.index}"
-        if self.kind == "gap":
-            return f"{where}: missing rows: expected {self.expected}, found {self.actual}"
-        what = {
-            "hash": "content does not match its Hash",
-            "link": "PreviousHash breaks the chain",
-            "fork": "two different rows hold this place",
-        }[self.kind]
-        return f"{where} (Id {self.id!r}): {what}: expected {self.expected}, found {self.actual}"
-
-
-@dataclass(frozen=True)
-class ChainSummary:
-    """One chain as found in the rows."""
-
-    chain_id: str
-    #: Distinct rows of the chain found (duplicates counted once).
-    rows: int
-    #: Lowest and highest ``Sequence`` found.
-    first: int
-    last: int
-    #: Rows that landed more than once (same ``Id`` and ``Hash``): normal with at-least-once delivery.
-    duplicates: int
-    #: The highest sequence a heartbeat reported for this chain (0: no heartbeat seen).
-    reported_head: int = 0
-
-
-@dataclass(frozen=True)
-class ChainReport:
-    """Everything :func:`verify_chain` found: each chain, and every break, in chain order.
-
-    ``bool(report)`` is ``True`` when something is broken, as the single :class:`ChainBreak` returned by
-    earlier versions was, so ``if verify_chain(rows): ...`` keeps its meaning.
-    """
-
-    #: Rows checked (heartbeat rows excluded).
-    rows: int
-    chains: tuple[ChainSummary, ...]
-    breaks: tuple[ChainBreak, ...]
-
-    @property
-    def ok(self) -> bool:
-        """No gap, alteration, broken link or fork."""
-        return not self.breaks
-
-    @property
-    def first(self) -> ChainBreak | None:
-        """The first break, or ``None``."""
-        return self.breaks[0] if self.breaks else None
-
-    def of_kind(self, kind: BreakKind) -> list[ChainBreak]:
-        return [b for b in self.breaks if b.kind == kind]
-
-    def __bool__(self) -> bool:
-        return bool(self.breaks)
-
-    def __str__(self) -> str:
-        dup = sum(c.duplicates for c in self.chains)
-        head = f"{self.rows} rows in {len(self.chains)} chain(s), {dup} duplicate(s): " + (
-            "chain intact" if self.ok else f"{len(self.breaks)} problem(s)"
-        )
-        return "\n".join([head, *(str(b) for b in self.breaks)])
-
-
-def _expand(rows: Any) -> Iterator[Any]:
-    """Rows from a list of rows/entries, an azure-monitor-query table or result (``.tables``)."""
-    tables = getattr(rows, "tables", None)
-    if tables is not None and not isinstance(rows, Mapping):
-        for table in tables:
-            yield from _expand(table)
-        return
-    if hasattr(rows, "columns") and hasattr(rows, "rows") and not isinstance(rows, Mapping):
-        yield from rows.rows  # LogsTableRow: indexed by column name
-        return
-    for item in rows:
-        yield item.to_row() if isinstance(item, AuditEntry) else item
-
-
-def _text(row: Any, name: str) -> str:
-    value = _get(row, name)
-    return "" if value is None or value is _MISSING else str(value)
-
-
-def _heartbeat(row: Any) -> Mapping[str, Any] | None:
-    value = _get(row, "Heartbeat")
-    if isinstance(value, str) and value:
-        try:
-            value = json.loads(value)
-        except ValueError:
-            return None
-    return value if isinstance(value, Mapping) and value else None
-
-
-def verify_chain(
-    rows: Iterable[Any] | Any, *, key: Key | None = None, previous_hash: str | None = None
-) -> ChainReport:
-    """Check landed rows, in any order; report every gap, alteration, broken link and fork.
-
-    Rows with a ``ChainId`` are grouped by chain and ordered by ``Sequence``; rows without one (linked by
-    an earlier version) are checked in the order given. A chain may start anywhere (a query's time window
-    cuts it) unless *previous_hash* is given. Heartbeat rows are not part of a chain: the chain head each
-    reports makes rows missing at the end of a chain show up as a gap.
-
-    :param rows: :class:`AuditEntry` objects, row mappings (as sent, as the emulator stores them, from a
-        JSON export), or ``azure-monitor-query`` results (a ``LogsQueryResult``, ``LogsTable`` or rows).
-    :param key: the HMAC key the rows were linked with; ``None`` for plain SHA-256.
-    :param previous_hash: what each chain's first row's ``PreviousHash`` must be; ``""`` requires every
-        chain to start at its beginning (``Sequence`` 1).
-    """
-    secret = _key_bytes(key)
-    chains: dict[str, dict[int, list[tuple[int, Any]]]] = {}
-    legacy: list[tuple[int, Any]] = []
-    heads: dict[str, int] = {}
-    count = 0
-    for index, row in enumerate(_expand(rows)):
-        beat = _heartbeat(row)
-        if beat is not None:
-            chain_id, seq = str(beat.get("chain", "")), _number(beat.get("sequence", 0))
-            if chain_id and isinstance(seq, int):
-                heads[chain_id] = max(heads.get(chain_id, 0), seq)
-            continue
-        count += 1
-        chain_id = _text(row, "ChainId")
-        seq = _number(_get(row, "Sequence"))
-        if chain_id and isinstance(seq, int) and seq > 0:
-            chains.setdefault(chain_id, {}).setdefault(seq, []).append((index, row))
-        else:
-            legacy.append((index, row))
-    breaks: list[ChainBreak] = []
-    summaries: list[ChainSummary] = []
-    if legacy:
-        breaks += _verify_ordered(legacy, secret, previous_hash)
-    for chain_id in sorted(chains):
-        found, summary = _verify_chain(chain_id, chains[chain_id], secret, previous_hash, heads.get(chain_id))
-        breaks += found
-        summaries.append(summary)
-    return ChainReport(count, tuple(summaries), tuple(breaks))
-
-
-def _digest(row: Any, secret: bytes | None) -> str:
-    data = canonical_form(row)
-    if secret is None:
-        return hashlib.sha256(data).hexdigest()
-    return hmac.new(secret, data, hashlib.sha256).hexdigest()
-
-
-def _verify_ordered(rows: list[tuple[int, Any]], secret: bytes | None, start: str | None) -> list[ChainBreak]:
-    """Rows without a chain id, linked in the order given."""
-    breaks: list[ChainBreak] = []
-    expected_prev = start
-    for index, row in rows:
-        row_id, prev, actual = _text(row, "Id"), _text(row, "PreviousHash"), _text(row, "Hash")
-        if expected_prev is not None and prev != expected_prev:
-            breaks.append(ChainBreak(index, row_id, "link", expected_prev, prev))
-        computed = _digest(row, secret)
-        if actual != computed:
-            breaks.append(ChainBreak(index, row_id, "hash", computed, actual))
-        expected_prev = actual
-    return breaks
-
-
-def _verify_chain(
-    chain_id: str,
-    places: dict[int, list[tuple[int, Any]]],
-    secret: bytes | None,
-    start: str | None,
-    reported_head: int | None,
-) -> tuple[list[ChainBreak], ChainSummary]:
-    breaks: list[ChainBreak] = []
-    duplicates = distinct = 0
-    previous: tuple[int, set[str]] | None = None  # (sequence, hashes of the rows there)
-    order = sorted(places)
-    if start is not None and order and order[0] != 1:
-        index, row = places[order[0]][0]
-        breaks.append(_gap(chain_id, index, _text(row, "Id"), 1, order[0] - 1))
-    for seq in order:
-        candidates = places[seq]
-        unique: dict[tuple[str, str], tuple[int, Any]] = {}
-        for index, row in candidates:
-            unique.setdefault((_text(row, "Id"), _text(row, "Hash")), (index, row))
-        duplicates += len(candidates) - len(unique)
-        distinct += len(unique)
-        rows = list(unique.values())
-        if len(rows) > 1:
-            index, row = rows[1]
-            first_id = _text(rows[0][1], "Id")
-            breaks.append(
-                ChainBreak(
-                    index,
-                    _text(row, "Id"),
-                    "fork",
-                    f"one row (Id {first_id!r})",
-                    f"{len(rows)} different rows",
-                    chain_id,
-                    seq,
-                )
-            )
-        hashes: set[str] = set()
-        for index, row in rows:
-            row_id, prev, actual = _text(row, "Id"), _text(row, "PreviousHash"), _text(row, "Hash")
-            if previous is not None and previous[0] == seq - 1 and prev not in previous[1]:
-                breaks.append(
-                    ChainBreak(index, row_id, "link", " or ".join(sorted(previous[1])), prev, chain_id, seq)
-                )
-            elif previous is None and start is not None and seq == 1 and prev != start:
-                breaks.append(ChainBreak(index, row_id, "link", start, prev, chain_id, seq))
-            computed = _digest(row, secret)
-            if actual != computed:
-                breaks.append(ChainBreak(index, row_id, "hash", computed, actual, chain_id, seq))
-            hashes.add(actual)
-        if previous is not None and seq > previous[0] + 1:
-            index, row = rows[0]
-            breaks.append(_gap(chain_id, index, _text(row, "Id"), previous[0] + 1, seq - 1))
-        previous = (seq, hashes)
-    last = order[-1] if order else 0
-    if reported_head and reported_head > last:
-        breaks.append(_gap(chain_id, -1, "", last + 1, reported_head))
-    breaks.sort(key=lambda b: (b.sequence or 0, b.kind != "gap"))
-    summary = ChainSummary(chain_id, distinct, order[0] if order else 0, last, duplicates, reported_head or 0)
-    return breaks, summary
-
-
-def _gap(chain_id: str, index: int, row_id: str, first: int, last: int) -> ChainBreak:
-    missing = str(first) if first == last else f"{first}..{last}"
-    return ChainBreak(
-        index, row_id, "gap", f"Sequence {missing}", f"{last - first + 1} missing", chain_id, first
-    )

@@ -39,9 +39,10 @@ from typing import Any
 from azure.core.credentials import TokenCredential
 from azure.core.exceptions import AzureError, HttpResponseError
 
-from ._azure import _AUTHORITIES, CLOUD_AUDIENCES, AzureSentinelForwarder, _message
+from ._azure import AzureSentinelForwarder, _message
 from ._check_network import endpoint_step, network_steps
 from ._check_report import EXIT_CODES, CheckReport, CheckStep, Stop, fail
+from ._clouds import AUTHORITY_HOSTS, CLOUD_AUDIENCES
 from ._entry import AuditEntry, Severity
 from ._retry import TokenError, UnreachableError
 from ._schema import AUDIT_TABLE
@@ -156,7 +157,7 @@ def _credential_for(settings: ForwarderSettings, environ: Mapping[str, str]) -> 
     if credential is None:  # "default": the sink would make this one
         from azure.identity import DefaultAzureCredential
 
-        credential = DefaultAzureCredential(authority=_AUTHORITIES[settings.cloud])
+        credential = DefaultAzureCredential(authority=AUTHORITY_HOSTS[settings.cloud])
     return credential
 
 

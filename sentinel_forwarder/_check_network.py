@@ -8,21 +8,15 @@ __all__ = ["endpoint_step", "network_steps"]
 import os
 import socket
 import ssl
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from ._azure import CLOUD_AUDIENCES
 from ._check_report import CheckStep, fail
+from ._clouds import CLOUD_AUDIENCES, INGEST_SUFFIXES
 from ._endpoint import parse_endpoint
 from ._retry import root_cause
 from ._settings import ForwarderSettings
 
-#: Host name suffix of the Logs Ingestion endpoints, per cloud.
-_INGEST_SUFFIXES: Mapping[str, str] = {
-    ".ingest.monitor.azure.com": "public",
-    ".ingest.monitor.azure.us": "usgov",
-    ".ingest.monitor.azure.cn": "china",
-}
 #: Hosts people give by mistake, and what they are.
 _WRONG_HOSTS: Sequence[tuple[str, str]] = (
     (".ods.opinsights.azure.com", "the retired HTTP Data Collector API (see docs/migration.md)"),
@@ -57,7 +51,7 @@ def endpoint_step(settings: ForwarderSettings) -> CheckStep:
                 f"use the data collection endpoint's logs ingestion URL: {_FIND_ENDPOINT}",
                 **data,
             )
-    cloud = next((c for suffix, c in _INGEST_SUFFIXES.items() if host.endswith(suffix)), None)
+    cloud = next((c for suffix, c in INGEST_SUFFIXES.items() if host.endswith(suffix)), None)
     if cloud is None:
         data["kind"] = "unknown"
         return CheckStep(

@@ -6,10 +6,10 @@ accepted (Learn: data-ingestion-time); the local emulator at once.
 
 from __future__ import annotations
 
-__all__ = ["QUERY_AUDIENCES", "query_step"]
+__all__ = ["query_step"]
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -18,16 +18,11 @@ from azure.core.exceptions import AzureError, HttpResponseError
 
 from ._azure import _message
 from ._check_report import CheckStep, Stop
+from ._clouds import QUERY_AUDIENCES
 from ._endpoint import parse_endpoint
 from ._schema import AUDIT_TABLE
 from ._settings import ForwarderSettings
 
-#: The Logs Query API's endpoint and token audience, per cloud.
-QUERY_AUDIENCES: Mapping[str, str] = {
-    "public": "https://api.loganalytics.io",
-    "usgov": "https://api.loganalytics.us",
-    "china": "https://api.loganalytics.azure.cn",
-}
 #: Seconds between polls: quick at first, then every 10 s.
 _POLLS = (1.0, 2.0, 3.0, 5.0, 10.0)
 

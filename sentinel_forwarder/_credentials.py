@@ -13,7 +13,7 @@ from collections.abc import Mapping
 
 from azure.core.credentials import TokenCredential
 
-from ._azure import _AUTHORITIES
+from ._clouds import AUTHORITY_HOSTS
 from ._settings import CREDENTIAL_KINDS, EMULATOR_TOKEN_VARIABLE, ConfigurationError
 
 _WORKLOAD_VARIABLES = ("AZURE_TENANT_ID", "AZURE_CLIENT_ID", "AZURE_FEDERATED_TOKEN_FILE")
@@ -44,7 +44,7 @@ def make_credential(kind: str, *, cloud: str, environ: Mapping[str, str]) -> Tok
             f"sentinel-forwarder setting credential (argument credential=, environment variable "
             f"SENTINEL_FORWARDER_CREDENTIAL): {kind!r} is not one of {', '.join(CREDENTIAL_KINDS)}"
         )
-    authority = _AUTHORITIES[cloud]
+    authority = AUTHORITY_HOSTS[cloud]
     if kind == "default":
         return None
     if kind == "emulator":

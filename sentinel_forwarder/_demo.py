@@ -28,9 +28,9 @@ from rich.table import Table
 
 from ._azure import AzureSentinelForwarder
 from ._buffering import BufferingForwarder, ForwarderStatistics
-from ._chain import verify_chain
 from ._entry import AuditEntry, Severity
 from ._protocol import AuditForwarder, SendResult
+from ._verify import verify_chain
 from .emulator import Emulator, QueryError, RuleReport
 from .testing import EmulatorCredential
 

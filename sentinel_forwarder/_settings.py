@@ -13,7 +13,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from ._azure import CLOUD_AUDIENCES
+from ._azure import DEFAULT_RETRY_TIMEOUT
+from ._buffering import DEFAULT_MAX_BATCHES_IN_FLIGHT, DEFAULT_SPOOL_MAX_AGE, DEFAULT_SPOOL_MAX_BYTES
+from ._clouds import CLOUD_AUDIENCES
 from ._endpoint import parse_endpoint
 from ._entry import Severity
 from ._schema import AUDIT_TABLE
@@ -238,25 +240,26 @@ class ForwarderSettings:
     stream_name: str = AUDIT_TABLE.stream
     cloud: str = "public"
     max_batch_size: int = 100
-    max_request_rows: int | None = None  # None: BufferingForwarder's default (5,000, or max_batch_size)
+    max_request_rows: int | None = None  # None: DEFAULT_MAX_REQUEST_ROWS, or max_batch_size if larger
     max_interval: float = 5.0
     capacity: int = 10_000
-    max_batches_in_flight: int = 4
+    max_batches_in_flight: int = DEFAULT_MAX_BATCHES_IN_FLIGHT
     drain_timeout: float = 20.0
-    retry_timeout: float = 20.0
+    retry_timeout: float = DEFAULT_RETRY_TIMEOUT
     min_severity: Severity = Severity.NONE
     connection_verify: bool | str = True
     drain_on_sigterm: bool = False
     spool: str | None = None  # a directory: the durable spool is off without one
-    spool_max_bytes: int = 1 << 30  # BufferingForwarder's DEFAULT_SPOOL_MAX_BYTES
-    spool_max_age: float = 86_400.0  # BufferingForwarder's DEFAULT_SPOOL_MAX_AGE
+    spool_max_bytes: int = DEFAULT_SPOOL_MAX_BYTES
+    spool_max_age: float = DEFAULT_SPOOL_MAX_AGE
     #: How to get tokens when no credential object is given: one of :data:`CREDENTIAL_KINDS`.
     credential: str = "default"
     #: Probe the service when the forwarder opens: ``off``, ``log`` or ``raise`` (see ``_check``).
     check_on_start: str = "off"
     chain: bool = True  # link the rows sent into a hash chain (docs/tamper-evidence.md)
     chain_key: str | None = field(default=None, repr=False)  # HMAC key: never shown
-    heartbeat_interval: float | None = None  # seconds; 0: none; None: DEFAULT_HEARTBEAT_INTERVAL (60)
+    #: Seconds; 0: none; None: ``_heartbeat.DEFAULT_HEARTBEAT_INTERVAL``, read when ``_setup`` builds.
+    heartbeat_interval: float | None = None
     application: str | None = None  # in heartbeat rows; None: the program's name
 
     @classmethod

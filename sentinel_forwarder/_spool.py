@@ -13,25 +13,29 @@ adopts the file continues the chain. ``journal_mode=WAL`` with
 ``synchronous=NORMAL``: a commit survives the process being killed (the data is in the operating system's
 cache); a power failure may lose the last commits.
 
-Not thread-safe: the forwarder calls it from one worker thread at a time. The operator commands open the
-same files with :func:`inspect` and friends.
+Not thread-safe: the forwarder calls it from one worker thread at a time. The operator commands
+(``_spool_admin``) open the same files through :func:`spool_files`, :func:`connect`, :class:`FileLock` and
+:func:`claimed`.
 """
 
 from __future__ import annotations
 
 __all__ = [
-    "DeadLetter",
+    "SCHEMA",
+    "Appended",
+    "FileLock",
     "Spool",
     "SpoolError",
-    "SpoolFileStatus",
-    "dead_letters",
-    "purge",
-    "replay",
-    "status",
+    "claimed",
+    "connect",
+    "file_name",
+    "lock_path",
+    "owned_here",
+    "remove_files",
+    "spool_files",
 ]
 
 import contextlib
-import json
 import logging
 import os
 import secrets
@@ -48,7 +52,8 @@ logger = logging.getLogger("sentinel_forwarder.spool")
 
 _SUFFIX = ".sqlite3"
 _PREFIX = "spool-"
-_SCHEMA = """
+#: The tables of a spool file.
+SCHEMA = """
 CREATE TABLE IF NOT EXISTS rows (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     enqueued REAL NOT NULL,
@@ -90,6 +95,25 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_new_owned_lock)
 
 
+def owned_here(path: Path) -> bool:
+    """Whether a spool of this process holds *path*: its own file, or one being adopted or written."""
+    with _owned_lock:
+        return str(path.resolve()) in _owned
+
+
+@contextlib.contextmanager
+def claimed(path: Path) -> Iterator[None]:
+    """Hold *path* for this process meanwhile: no spool of this process opens its lock file to adopt it."""
+    key = str(path.resolve())
+    with _owned_lock:
+        _owned.add(key)
+    try:
+        yield
+    finally:
+        with _owned_lock:
+            _owned.discard(key)
+
+
 class SpoolError(OSError):
     """The spool directory cannot be used (not creatable, not writable); the message names it."""
 
@@ -106,33 +130,7 @@ class Appended:
     shed_ids: list[int]
 
 
-@dataclass(frozen=True)
-class SpoolFileStatus:
-    """One spool file, for ``sentinel-forwarder spool status``."""
-
-    path: str
-    owner_alive: bool
-    rows: int
-    bytes: int
-    oldest: float | None  # time.time() of the oldest waiting row
-    dead_letters: int
-
-
-@dataclass(frozen=True)
-class DeadLetter:
-    """A row the service refused, kept with its answer."""
-
-    file: str
-    id: int
-    enqueued: float
-    severity: int
-    reason: str
-    error: str
-    failed: float
-    row: str
-
-
-class _FileLock:
+class FileLock:
     """An exclusive, non-blocking lock on a companion file; released by the kernel when the process dies."""
 
     def __init__(self, path: Path, *, create: bool) -> None:
@@ -159,7 +157,8 @@ class _FileLock:
             os.close(self._fd)  # closing the descriptor releases the lock
 
 
-def _connect(path: Path, *, create: bool) -> sqlite3.Connection:
+def connect(path: Path, *, create: bool) -> sqlite3.Connection:
+    """A connection to the spool file *path* (WAL, ``synchronous=NORMAL``, autocommit)."""
     uri = f"file:{path}?mode={'rwc' if create else 'rw'}"
     db = sqlite3.connect(uri, uri=True, check_same_thread=False, isolation_level=None, timeout=5.0)
     db.execute("PRAGMA journal_mode=WAL")
@@ -167,16 +166,24 @@ def _connect(path: Path, *, create: bool) -> sqlite3.Connection:
     return db
 
 
-def _files(directory: Path) -> list[Path]:
+def file_name(owner: str) -> str:
+    """A new spool file's name, unique to *owner* (a process id, or ``replay``)."""
+    return f"{_PREFIX}{owner}-{secrets.token_hex(4)}{_SUFFIX}"
+
+
+def spool_files(directory: Path) -> list[Path]:
+    """The spool files in *directory*, in name order."""
     return sorted(directory.glob(f"{_PREFIX}*{_SUFFIX}"))
 
 
-def _lock_path(db: Path) -> Path:
+def lock_path(db: Path) -> Path:
+    """The lock file of the spool file *db*."""
     return db.with_name(db.name + ".lock")
 
 
-def _remove(db: Path) -> None:
-    for path in (db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm"), _lock_path(db)):
+def remove_files(db: Path) -> None:
+    """Delete the spool file *db* with its WAL, shared-memory and lock files."""
+    for path in (db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm"), lock_path(db)):
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
 
@@ -192,7 +199,7 @@ def _quarantine(db: Path, exc: BaseException) -> None:
         with contextlib.suppress(OSError):
             db.with_name(db.name + suffix).rename(target.with_name(target.name + suffix))
     with contextlib.suppress(OSError):
-        _lock_path(db).unlink()
+        lock_path(db).unlink()
 
 
 class Spool:
@@ -205,7 +212,7 @@ class Spool:
         self.directory = Path(directory)
         self.path: Path | None = None
         self._db: sqlite3.Connection | None = None
-        self._lock: _FileLock | None = None
+        self._lock: FileLock | None = None
         #: Waiting rows and their bytes (the ``data`` column), kept in step with every change.
         self.rows = 0
         self.bytes = 0
@@ -221,13 +228,13 @@ class Spool:
         """
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
-            name = f"{_PREFIX}{os.getpid()}-{secrets.token_hex(4)}{_SUFFIX}"
+            name = file_name(str(os.getpid()))
             path = self.path = self.directory / name
             with _owned_lock:
                 _owned.add(str(path.resolve()))
-            self._lock = _FileLock(_lock_path(path), create=True)
-            self._db = _connect(path, create=True)
-            self._db.executescript(_SCHEMA)
+            self._lock = FileLock(lock_path(path), create=True)
+            self._db = connect(path, create=True)
+            self._db.executescript(SCHEMA)
         except (OSError, sqlite3.Error) as exc:
             self.close()
             raise SpoolError(
@@ -267,7 +274,7 @@ class Spool:
         :returns: rows adopted (dead letters are adopted too, not counted).
         """
         adopted = 0
-        for other in _files(self.directory):
+        for other in spool_files(self.directory):
             key = str(other.resolve())
             with _owned_lock:
                 if key in _owned:
@@ -282,11 +289,11 @@ class Spool:
 
     def _adopt_locked(self, other: Path) -> int:
         try:
-            lock = _FileLock(_lock_path(other), create=False)
+            lock = FileLock(lock_path(other), create=False)
         except FileNotFoundError:
             # No lock file: a file written by ``replay``, or one whose owner died before locking.
             try:
-                lock = _FileLock(_lock_path(other), create=True)
+                lock = FileLock(lock_path(other), create=True)
             except OSError:
                 return 0
         except OSError:
@@ -303,7 +310,7 @@ class Spool:
         (the next maintenance tries again).
         """
         try:
-            source = _connect(other, create=False)
+            source = connect(other, create=False)
             check = source.execute("PRAGMA quick_check").fetchone()
             if not check or check[0] != "ok":
                 raise sqlite3.DatabaseError(f"quick_check: {check[0] if check else 'no answer'}")
@@ -360,7 +367,7 @@ class Spool:
         self.bytes += size
         self.dead_letters += dead_rows
         self.dead_bytes += dead_size
-        _remove(other)
+        remove_files(other)
         if copied:
             logger.info("sentinel-forwarder: adopted %d spooled rows from %s", copied, other.name)
         return copied
@@ -553,131 +560,3 @@ def _not_busy(busy: Sequence[tuple[int, int]]) -> tuple[str, list[int]]:
 def _pages(ids: Sequence[int], size: int = 500) -> Iterator[Sequence[int]]:
     for start in range(0, len(ids), size):
         yield ids[start : start + size]
-
-
-# -- operator commands (the CLI) ---------------------------------------------------------------------------
-
-
-def _alive(db: Path) -> bool:
-    with _owned_lock:
-        if str(db.resolve()) in _owned:
-            return True
-    try:
-        lock = _FileLock(_lock_path(db), create=False)
-    except FileNotFoundError:
-        return False
-    except OSError:
-        return True
-    lock.release()
-    return False
-
-
-def _directory(directory: str | os.PathLike[str]) -> Path:
-    path = Path(directory)
-    if not path.is_dir():
-        raise SpoolError(f"{str(path)!r} is not a spool directory")
-    return path
-
-
-def status(directory: str | os.PathLike[str]) -> list[SpoolFileStatus]:
-    """Each spool file in *directory*: rows waiting, their bytes, the oldest, dead letters."""
-    result = []
-    for db_path in _files(_directory(directory)):
-        try:
-            db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=5.0)
-            try:
-                rows, size, oldest = db.execute(
-                    "SELECT COUNT(*), COALESCE(SUM(LENGTH(data)), 0), MIN(enqueued) FROM rows"
-                ).fetchone()
-                (dead,) = db.execute("SELECT COUNT(*) FROM dead").fetchone()
-            finally:
-                db.close()
-        except sqlite3.Error as exc:
-            logger.error("sentinel-forwarder: cannot read spool file %s: %s", db_path, exc)
-            continue
-        result.append(SpoolFileStatus(str(db_path), _alive(db_path), rows, size, oldest, dead))
-    return result
-
-
-def dead_letters(directory: str | os.PathLike[str], *, limit: int | None = None) -> list[DeadLetter]:
-    """The dead letters of every file in *directory*, oldest first."""
-    found: list[DeadLetter] = []
-    for db_path in _files(_directory(directory)):
-        db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=5.0)
-        try:
-            for row in db.execute(
-                "SELECT id, enqueued, severity, reason, error, failed, data FROM dead ORDER BY id"
-            ):
-                data = row[6].decode("utf-8", "replace") if isinstance(row[6], bytes) else str(row[6])
-                row_id, enqueued, severity, reason, error, failed = row[:6]
-                found.append(
-                    DeadLetter(str(db_path), row_id, enqueued, severity, reason, error, failed, data)
-                )
-        finally:
-            db.close()
-    found.sort(key=lambda d: d.failed)
-    return found[:limit] if limit is not None else found
-
-
-def replay(directory: str | os.PathLike[str]) -> int:
-    """Move every dead letter back to delivery: into a new unowned file that the next forwarder (or a
-    running one, within a minute) adopts. -> rows replayed."""
-    path = _directory(directory)
-    moved = 0
-    target = path / f"{_PREFIX}replay-{secrets.token_hex(4)}{_SUFFIX}"
-    key = str(target.resolve())
-    with _owned_lock:
-        _owned.add(key)  # no forwarder of this process adopts it while it is written
-    lock = _FileLock(_lock_path(target), create=True)  # nor one of another process
-    try:
-        out = _connect(target, create=True)
-        out.executescript(_SCHEMA)
-        for db_path in _files(path):
-            if db_path == target:
-                continue
-            db = _connect(db_path, create=False)
-            try:
-                db.execute("BEGIN IMMEDIATE")
-                dead = db.execute("SELECT id, enqueued, severity, data FROM dead ORDER BY id").fetchall()
-                out.execute("BEGIN IMMEDIATE")
-                out.executemany(
-                    "INSERT INTO rows (enqueued, severity, data) VALUES (?, ?, ?)", [d[1:] for d in dead]
-                )
-                out.execute("COMMIT")
-                db.execute("DELETE FROM dead")
-                db.execute("COMMIT")
-                moved += len(dead)
-            finally:
-                db.close()
-        out.close()
-    finally:
-        lock.release()
-        with _owned_lock:
-            _owned.discard(key)
-    if not moved:
-        _remove(target)
-    return moved
-
-
-def purge(directory: str | os.PathLike[str], *, dead_only: bool = True) -> int:
-    """Delete the dead letters (or, with ``dead_only=False``, every waiting row too). -> rows deleted."""
-    deleted = 0
-    for db_path in _files(_directory(directory)):
-        db = _connect(db_path, create=False)
-        try:
-            db.execute("BEGIN IMMEDIATE")
-            deleted += db.execute("DELETE FROM dead").rowcount
-            if not dead_only:
-                deleted += db.execute("DELETE FROM rows").rowcount
-            db.execute("COMMIT")
-        finally:
-            db.close()
-    return deleted
-
-
-def row_json(data: bytes | str) -> dict[str, object]:
-    """A spooled row's columns."""
-    value = json.loads(data)
-    if not isinstance(value, dict):
-        raise ValueError("a spooled row is not a JSON object")
-    return value

@@ -13,7 +13,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from . import _spool
+from . import _spool_admin as _spool
 from ._entry import Severity
 
 _DIRECTORY = click.argument(

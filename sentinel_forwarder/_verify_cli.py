@@ -17,8 +17,8 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from ._chain import ChainReport, verify_chain
 from ._schema import AUDIT_TABLE
+from ._verify import ChainReport, verify_chain
 
 KEY_VARIABLE = "SENTINEL_FORWARDER_CHAIN_KEY"
 

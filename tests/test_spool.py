@@ -20,6 +20,7 @@ from sentinel_forwarder import (
     SendResult,
     Severity,
     _spool,
+    _spool_admin,
     verify_chain,
 )
 from sentinel_forwarder._protocol import RowOutcome
@@ -50,7 +51,7 @@ def spooled_ids(directory: Path) -> list[str]:
     ids = []
     for path in sorted(directory.glob("spool-*.sqlite3")):
         db = sqlite3.connect(path)
-        ids += [_spool.row_json(d)["Id"] for (d,) in db.execute("SELECT data FROM rows ORDER BY id")]
+        ids += [_spool_admin.row_json(d)["Id"] for (d,) in db.execute("SELECT data FROM rows ORDER BY id")]
         db.close()
     return [str(i) for i in ids]
 
@@ -172,12 +173,12 @@ async def test_refused_rows_become_dead_letters_that_can_be_replayed(tmp_path: P
         assert fwd.statistics().dead_letters == 1
     stats = fwd.statistics()
     assert stats.sent == 99 and stats.dropped == {"rejected": 1} and balanced(stats)
-    [letter] = _spool.dead_letters(tmp_path)
+    [letter] = _spool_admin.dead_letters(tmp_path)
     assert letter.reason == "rejected" and letter.error == f"HTTP 400 (InvalidArgument) row {poison.id}"
-    assert _spool.row_json(letter.row)["Id"] == poison.id
+    assert _spool_admin.row_json(letter.row)["Id"] == poison.id
 
-    assert _spool.replay(tmp_path) == 1
-    assert _spool.dead_letters(tmp_path) == []
+    assert _spool_admin.replay(tmp_path) == 1
+    assert _spool_admin.dead_letters(tmp_path) == []
     again = RecordingForwarder()
     async with BufferingForwarder(again, spool=tmp_path, max_interval=0.01) as fwd2:
         assert await fwd2.flush(60) == 0
@@ -196,7 +197,7 @@ async def test_a_sink_that_raises_dead_letters_its_batch(tmp_path: Path) -> None
         assert await fwd.flush(60) == 0
     stats = fwd.statistics()
     assert stats.dropped == {"sink_error": 3} and stats.sent == 3 and stats.dead_letters == 3
-    assert [d.error for d in _spool.dead_letters(tmp_path)] == [
+    assert [d.error for d in _spool_admin.dead_letters(tmp_path)] == [
         "the sink raised ValueError: bug in the sink"
     ] * 3
 

@@ -10,7 +10,7 @@ import anyio.lowlevel
 import pytest
 from azure_helpers import TYPED_RULE_ID, landed_ids, rows, sink_for
 
-from sentinel_forwarder import AuditEntry, BufferingForwarder, _spool
+from sentinel_forwarder import AuditEntry, BufferingForwarder, _spool_admin
 from sentinel_forwarder._wire import Codec
 from sentinel_forwarder.emulator import Emulator
 
@@ -52,8 +52,8 @@ async def test_one_malformed_row_among_a_thousand_becomes_a_dead_letter(
     assert stats.sent == 999 and stats.dropped == {"rejected": 1} and stats.dead_letters == 1
     assert sorted(landed_ids(typed)) == sorted(e.id for e in entries if e is not poison)
     assert typed.stats().requests <= 1 + 2 * math.ceil(math.log2(1000))
-    [letter] = _spool.dead_letters(tmp_path)
-    assert _spool.row_json(letter.row)["Id"] == poison.id
+    [letter] = _spool_admin.dead_letters(tmp_path)
+    assert _spool_admin.row_json(letter.row)["Id"] == poison.id
     assert letter.error.startswith("HTTP 400") and "Score" in letter.error  # the service's own answer
 
 

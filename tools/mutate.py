@@ -242,16 +242,16 @@ MUTANTS = [
     ),
     Mutant(
         "evidence: every gap is reported",
-        f"{PKG}/_chain.py",
+        f"{PKG}/_verify.py",
         "        if previous is not None and seq > previous[0] + 1:",
         "        if False:",
     ),
     Mutant(
-        "evidence: forks are reported", f"{PKG}/_chain.py", "        if len(rows) > 1:", "        if False:"
+        "evidence: forks are reported", f"{PKG}/_verify.py", "        if len(rows) > 1:", "        if False:"
     ),
     Mutant(
         "evidence: a heartbeat's chain head shows rows missing at the end",
-        f"{PKG}/_chain.py",
+        f"{PKG}/_verify.py",
         "    if reported_head and reported_head > last:",
         "    if False:",
     ),
