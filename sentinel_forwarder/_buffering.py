@@ -17,7 +17,11 @@ the pump goes on. Only opening can raise (the sink's own ``__aenter__``: a misco
 from __future__ import annotations
 
 __all__ = [
+    "DEFAULT_CAPACITY",
+    "DEFAULT_DRAIN_TIMEOUT",
     "DEFAULT_MAX_BATCHES_IN_FLIGHT",
+    "DEFAULT_MAX_BATCH_SIZE",
+    "DEFAULT_MAX_INTERVAL",
     "DEFAULT_MAX_REQUEST_ROWS",
     "DEFAULT_SPOOL_MAX_AGE",
     "DEFAULT_SPOOL_MAX_BYTES",
@@ -56,6 +60,14 @@ from ._util.ratelimited import DropLog, ErrorLog
 
 logger = logging.getLogger("sentinel_forwarder")
 
+#: A batch is due as soon as this many rows wait.
+DEFAULT_MAX_BATCH_SIZE = 100
+#: Seconds from a batch's first row until it is handed over even if not full.
+DEFAULT_MAX_INTERVAL = 5.0
+#: Rows the buffer holds; when full, new rows are dropped (``queue_full``).
+DEFAULT_CAPACITY = 10_000
+#: Seconds closing may spend delivering what is buffered (fits a 30 s shutdown grace period).
+DEFAULT_DRAIN_TIMEOUT = 20.0
 #: Chosen by measurement (docs/benchmarks.md): throughput grows linearly with batches in flight, so the
 #: bound that matters is the DCR's 12,000 requests/min; 4 in flight of 100 rows at ~50 ms is ~80 requests/s,
 #: 40 % of one DCR's budget. Raise ``max_batch_size`` before this to go faster.
@@ -125,12 +137,12 @@ class BufferingForwarder:
         self,
         inner: AuditForwarder,
         *,
-        max_batch_size: int = 100,
-        max_interval: float = 5.0,
+        max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
+        max_interval: float = DEFAULT_MAX_INTERVAL,
         max_request_rows: int | None = None,
-        capacity: int = 10_000,
+        capacity: int = DEFAULT_CAPACITY,
         max_batches_in_flight: int = DEFAULT_MAX_BATCHES_IN_FLIGHT,
-        drain_timeout: float = 20.0,
+        drain_timeout: float = DEFAULT_DRAIN_TIMEOUT,
         min_severity: Severity | str = Severity.NONE,
         transform: Transform | None = None,
         name: str = "default",

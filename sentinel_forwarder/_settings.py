@@ -14,7 +14,15 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from ._azure import DEFAULT_RETRY_TIMEOUT
-from ._buffering import DEFAULT_MAX_BATCHES_IN_FLIGHT, DEFAULT_SPOOL_MAX_AGE, DEFAULT_SPOOL_MAX_BYTES
+from ._buffering import (
+    DEFAULT_CAPACITY,
+    DEFAULT_DRAIN_TIMEOUT,
+    DEFAULT_MAX_BATCH_SIZE,
+    DEFAULT_MAX_BATCHES_IN_FLIGHT,
+    DEFAULT_MAX_INTERVAL,
+    DEFAULT_SPOOL_MAX_AGE,
+    DEFAULT_SPOOL_MAX_BYTES,
+)
 from ._clouds import CLOUD_AUDIENCES
 from ._endpoint import parse_endpoint
 from ._entry import Severity
@@ -239,12 +247,12 @@ class ForwarderSettings:
     rule_id: str | None = None
     stream_name: str = AUDIT_TABLE.stream
     cloud: str = "public"
-    max_batch_size: int = 100
+    max_batch_size: int = DEFAULT_MAX_BATCH_SIZE
     max_request_rows: int | None = None  # None: DEFAULT_MAX_REQUEST_ROWS, or max_batch_size if larger
-    max_interval: float = 5.0
-    capacity: int = 10_000
+    max_interval: float = DEFAULT_MAX_INTERVAL
+    capacity: int = DEFAULT_CAPACITY
     max_batches_in_flight: int = DEFAULT_MAX_BATCHES_IN_FLIGHT
-    drain_timeout: float = 20.0
+    drain_timeout: float = DEFAULT_DRAIN_TIMEOUT
     retry_timeout: float = DEFAULT_RETRY_TIMEOUT
     min_severity: Severity = Severity.NONE
     connection_verify: bool | str = True
