@@ -27,7 +27,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from ._schema import AUDIT_TABLE
+from .._schema import AUDIT_TABLE
 
 
 def _version() -> str:
@@ -126,7 +126,7 @@ def emulator(
     as_json: bool,
 ) -> None:
     """Run the local Logs Ingestion API emulator in the foreground until Ctrl-C or SIGTERM."""
-    from .emulator import DcrError, Emulator
+    from ..emulator import DcrError, Emulator
 
     try:
         emu = Emulator(
@@ -264,7 +264,7 @@ def rows(
     as_json: bool,
 ) -> None:
     """Print rows that landed in an emulator database, in arrival order."""
-    from .emulator._store import list_tables, read_rows
+    from ..emulator._store import list_tables, read_rows
 
     if limit is not None and tail is not None:
         raise click.UsageError("give --limit (the first rows) or --tail (the last rows), not both")
@@ -364,7 +364,7 @@ def template(names: tuple[str, ...], out: Path | None, force: bool, list_only: b
     """
     from difflib import get_close_matches
 
-    from ._templates import read_template, template_names
+    from .template import read_template, template_names
 
     shipped = template_names()
     if list_only or (not names and out is None):
@@ -402,25 +402,25 @@ def template(names: tuple[str, ...], out: Path | None, force: bool, list_only: b
     )
 
 
-from sentinel_forwarder._demo import demo  # noqa: E402  (registered after main is defined)
-from sentinel_forwarder._send import send  # noqa: E402
+from .demo import demo  # noqa: E402  (registered after main is defined)
+from .send import send  # noqa: E402
 
 main.add_command(demo)
 main.add_command(send)
 
-from sentinel_forwarder._spool_cli import spool  # noqa: E402
+from .spool import spool  # noqa: E402
 
 main.add_command(spool)
 
-from sentinel_forwarder._rules_cli import rules  # noqa: E402
+from .rules import rules  # noqa: E402
 
 main.add_command(rules)
 
-from sentinel_forwarder._check_cli import check  # noqa: E402
+from .check import check  # noqa: E402
 
 main.add_command(check)
 
-from sentinel_forwarder._verify_cli import verify  # noqa: E402
+from .verify import verify  # noqa: E402
 
 main.add_command(verify)
 
@@ -433,7 +433,7 @@ def losses(db: Path, as_json: bool) -> None:
 
     Exits 1 if there is any.
     """
-    from .emulator import format_loss_report, read_losses
+    from ..emulator import format_loss_report, read_losses
 
     found = read_losses(db)
     if as_json:
@@ -442,7 +442,3 @@ def losses(db: Path, as_json: bool) -> None:
     else:
         click.echo(format_loss_report(found))
     sys.exit(1 if found else 0)
-
-
-if __name__ == "__main__":
-    main()
