@@ -10,11 +10,15 @@ YAML by ``tools/gen_templates.py`` in the repository, and the wheel ships them a
 
 from __future__ import annotations
 
-__all__ = ["read_template", "template_names"]
+__all__ = ["read_template", "template", "template_names"]
 
+import os
 import sys
 from importlib.resources import files
+from pathlib import Path
 from typing import TYPE_CHECKING
+
+import click
 
 if TYPE_CHECKING:
     if sys.version_info >= (3, 11):
@@ -56,3 +60,61 @@ def read_template(name: str) -> bytes:
     for part in name.split("/"):
         item = item / part
     return item.read_bytes()
+
+
+@click.command()
+@click.argument("names", nargs=-1, metavar="[FILE]...")
+@click.option(
+    "-o",
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Write the files into this folder (created if needed), keeping their layout.",
+)
+@click.option("--force", is_flag=True, help="With --out: overwrite files that differ.")
+@click.option("--list", "list_only", is_flag=True, help="List the shipped files and exit.")
+def template(names: tuple[str, ...], out: Path | None, force: bool, list_only: bool) -> None:
+    """Write the ARM templates, parameter files and Sentinel content.
+
+    With --out DIR, writes FILEs (default: all) into DIR; otherwise prints one FILE to stdout.
+
+    \b
+      sentinel-forwarder template --out dcr_templates
+      sentinel-forwarder template azuredeploy.json > azuredeploy.json
+    """
+    from difflib import get_close_matches
+
+    shipped = template_names()
+    if list_only or (not names and out is None):
+        for name in shipped:
+            click.echo(name)
+        if not list_only:
+            click.echo("\nGive a FILE to print it, or --out DIR to write them all.", err=True)
+        return
+    for name in names:
+        if name not in shipped:
+            close = get_close_matches(name, shipped, n=1)
+            hint = f"; did you mean {close[0]}?" if close else "; --list shows the files"
+            raise click.BadParameter(f"no template {name!r}{hint}", param_hint="FILE")
+    if out is None:
+        if len(names) != 1:
+            raise click.UsageError("print one FILE at a time, or write several with --out DIR")
+        sys.stdout.buffer.write(read_template(names[0]))
+        sys.stdout.flush()
+        return
+    chosen = list(names) or shipped
+    planned = [(name, out / name, read_template(name)) for name in chosen]
+    differing = [str(path) for _, path, data in planned if path.exists() and path.read_bytes() != data]
+    if differing and not force:
+        raise click.ClickException(
+            f"{len(differing)} file(s) exist and differ (pass --force to overwrite): {', '.join(differing)}"
+        )
+    for _, path, data in planned:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    click.echo(f"wrote {len(planned)} file(s) to {out}{os.sep}", err=True)
+    click.echo(
+        f"next: az deployment group create -g <group> --template-file {out / 'azuredeploy.json'} "
+        "--parameters workspaceName=<workspace> principalId=<object id>  (docs/deploy.md)",
+        err=True,
+    )
