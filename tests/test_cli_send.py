@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from cli_helpers import run_cli
 
-from sentinel_forwarder._send import record_to_entry
+from sentinel_forwarder.cli.send import record_to_entry
 from sentinel_forwarder.emulator import Emulator
 
 #: A fixed time inside the service's window (Azure replaces a TimeGenerated older than 2 days).

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+
+from cli_helpers import SOURCE_ROOT
 
 
 def test_demo_runs_on_the_embedded_emulator() -> None:
@@ -12,7 +15,7 @@ def test_demo_runs_on_the_embedded_emulator() -> None:
         capture_output=True,
         text=True,
         timeout=120,
-        env={"COLUMNS": "140", "PATH": "", "PYTHONIOENCODING": "utf-8"},
+        env={"PYTHONPATH": str(SOURCE_ROOT), "COLUMNS": "140", "PATH": "", "PYTHONIOENCODING": "utf-8"},
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     out = proc.stdout
@@ -28,6 +31,7 @@ def test_demo_rejects_a_tiny_run() -> None:
         capture_output=True,
         text=True,
         timeout=60,
+        env={**os.environ, "PYTHONPATH": str(SOURCE_ROOT)},
     )
     assert proc.returncode == 2
     assert "--records" in proc.stderr

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -11,6 +12,7 @@ from types import MappingProxyType
 
 import anyio
 import pytest
+from cli_helpers import SOURCE_ROOT
 
 from sentinel_forwarder import AuditEntry, BufferingForwarder, SendResult
 from sentinel_forwarder._protocol import RowOutcome
@@ -24,7 +26,7 @@ def cli(*args: str) -> subprocess.CompletedProcess[str]:
         text=True,
         timeout=120,
         check=False,
-        env={"COLUMNS": "80", "PATH": "/usr/bin:/bin"},
+        env={"PYTHONPATH": str(SOURCE_ROOT), "COLUMNS": "80", "PATH": "/usr/bin:/bin"},
     )
 
 
@@ -107,5 +109,6 @@ def test_losses_prints_what_azure_would_silently_drop_and_strict_refuses_it(tmp_
         text=True,
         timeout=120,
         check=False,
+        env={**os.environ, "PYTHONPATH": str(SOURCE_ROOT)},
     )
     assert out.returncode == 1 and "1 silent loss" in out.stdout and "'Tenant'" in out.stdout, out

@@ -818,7 +818,7 @@ MUTANTS = [
     ),
     Mutant(
         "rules: expectations set the exit status",
-        f"{PKG}/_rules_cli.py",
+        f"{PKG}/cli/rules.py",
         "sys.exit(1 if problems else 0)",
         "sys.exit(0)",
     ),

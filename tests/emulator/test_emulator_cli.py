@@ -13,12 +13,13 @@ from typing import Any
 
 import pytest
 from azure.monitor.ingestion import LogsIngestionClient
+from cli_helpers import SOURCE_ROOT
 
 from sentinel_forwarder.emulator import EmulatorCredential, read_losses
 
 MakeRow = Callable[..., dict[str, Any]]
 CLI = [sys.executable, "-m", "sentinel_forwarder.cli"]
-ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "200"}
+ENV = {**os.environ, "PYTHONPATH": str(SOURCE_ROOT), "PYTHONUNBUFFERED": "1", "COLUMNS": "200"}
 
 
 @pytest.fixture

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cli_helpers import SOURCE_ROOT
 from emulator_helpers import sync_client, upload_kwargs
 
 from sentinel_forwarder import AuditEntry, HashChain, Severity
@@ -221,7 +222,7 @@ def cli(*args: str) -> subprocess.CompletedProcess[str]:
         capture_output=True,
         text=True,
         timeout=120,
-        env={"COLUMNS": "160", "PATH": "", "PYTHONIOENCODING": "utf-8"},
+        env={"PYTHONPATH": str(SOURCE_ROOT), "COLUMNS": "160", "PATH": "", "PYTHONIOENCODING": "utf-8"},
     )
 
 

@@ -30,13 +30,13 @@ import click
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from ._azure import MAX_REQUEST_BYTES
-from ._cli_options import ConfigError, connection_options
-from ._entry import AuditEntry
-from ._protocol import DROP_REASONS, DropReason
-from ._schema import AUDIT_TABLE
-from ._settings import ConfigurationError, ForwarderSettings
-from ._setup import _build
+from .._azure import MAX_REQUEST_BYTES
+from .._entry import AuditEntry
+from .._protocol import DROP_REASONS, DropReason
+from .._schema import AUDIT_TABLE
+from .._settings import ConfigurationError, ForwarderSettings
+from .._setup import _build
+from .options import ConfigError, connection_options
 
 Unknown = Literal["error", "ignore", "extra"]
 
@@ -388,7 +388,7 @@ def send(
     else:
         try:
             settings = ForwarderSettings.resolve(None, **connection)
-            from ._credentials import make_credential
+            from .._credentials import make_credential
 
             token_credential = make_credential(settings.credential, cloud=settings.cloud, environ=os.environ)
         except ConfigurationError as exc:

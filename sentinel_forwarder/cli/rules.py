@@ -27,8 +27,8 @@ def _moment(text: str | None, *, relative_to: datetime | None = None) -> datetim
     """An ISO 8601 date-time, or (with *relative_to*) a duration back from it: ``90m``, ``2h``, ``1d``."""
     if text is None:
         return None
-    from .emulator._dcr import parse_datetime
-    from .emulator._rules import RuleError, parse_duration
+    from ..emulator._dcr import parse_datetime
+    from ..emulator._rules import RuleError, parse_duration
 
     if relative_to is not None:
         try:
@@ -139,7 +139,7 @@ def test(
 
     Exits 0 when every rule ran and every expectation held, 1 otherwise.
     """
-    from .emulator._rules import RuleError, database_query, http_query, load_rules, run_rules, shipped_rules
+    from ..emulator._rules import RuleError, database_query, http_query, load_rules, run_rules, shipped_rules
 
     if (db is None) == (url is None):
         raise click.UsageError("give the emulator's data: --db FILE or --url URL")

@@ -13,8 +13,8 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from . import _spool_admin as _spool
-from ._entry import Severity
+from .. import _spool_admin as _spool
+from .._entry import Severity
 
 _DIRECTORY = click.argument(
     "directory",

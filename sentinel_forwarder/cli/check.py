@@ -13,9 +13,9 @@ from typing import Any
 import click
 from rich.console import Console
 
-from ._check import EXIT_CODES, CheckReport, CheckStep, run_check
-from ._cli_options import connection_options
-from ._settings import ConfigurationError, ForwarderSettings
+from .._check import EXIT_CODES, CheckReport, CheckStep, run_check
+from .._settings import ConfigurationError, ForwarderSettings
+from .options import connection_options
 
 _LABELS = {
     "endpoint": "endpoint",

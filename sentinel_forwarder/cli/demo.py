@@ -26,13 +26,13 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from ._azure import AzureSentinelForwarder
-from ._buffering import BufferingForwarder, ForwarderStatistics
-from ._entry import AuditEntry, Severity
-from ._protocol import AuditForwarder, SendResult
-from ._verify import verify_chain
-from .emulator import Emulator, QueryError, RuleReport
-from .testing import EmulatorCredential
+from .._azure import AzureSentinelForwarder
+from .._buffering import BufferingForwarder, ForwarderStatistics
+from .._entry import AuditEntry, Severity
+from .._protocol import AuditForwarder, SendResult
+from .._verify import verify_chain
+from ..emulator import Emulator, QueryError, RuleReport
+from ..testing import EmulatorCredential
 
 #: The session the simulation attacks from (the burst rule should name it).
 ATTACKER = "session-attacker-7f3a"

@@ -17,8 +17,8 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from ._schema import AUDIT_TABLE
-from ._verify import ChainReport, verify_chain
+from .._schema import AUDIT_TABLE
+from .._verify import ChainReport, verify_chain
 
 KEY_VARIABLE = "SENTINEL_FORWARDER_CHAIN_KEY"
 
@@ -73,7 +73,7 @@ def verify(
     if (file is None) == (db is None):
         raise click.UsageError("give the rows: FILE (JSON lines or a JSON array, '-' for stdin) or --db FILE")
     if db is not None:
-        from .emulator._store import read_rows
+        from ..emulator._store import read_rows
 
         try:
             rows: list[Any] = read_rows(db, table)
