@@ -187,7 +187,7 @@ def encode_ceiling(batches: int, codec: Any) -> float:
     default ``compress_level`` on one thread: the median over *batches* batches."""
     import statistics
 
-    from sentinel_forwarder import _wire
+    from sentinel_forwarder._model import wire as _wire
 
     entries = audit_rows(2500)
     costs = []

@@ -10,7 +10,8 @@ import anyio
 from _common import audit_rows, emulator_process, machine, write_section
 from _contenders import ours
 
-from sentinel_forwarder import AuditEntry, _wire
+from sentinel_forwarder import AuditEntry
+from sentinel_forwarder._model import wire as _wire
 from sentinel_forwarder.testing import AsyncEmulatorCredential
 
 

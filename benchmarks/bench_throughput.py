@@ -37,7 +37,9 @@ from _contenders import (
     sink_for,
 )
 
-from sentinel_forwarder import BufferingForwarder, _azure, _wire
+from sentinel_forwarder import BufferingForwarder
+from sentinel_forwarder._model import wire as _wire
+from sentinel_forwarder._sinks.azure import sink as _azure
 
 TUNED: dict[str, Any] = {
     "max_batch_size": 1000,
@@ -269,7 +271,7 @@ def loop_lag(quick: bool, rounds: int) -> dict[str, dict[str, float]]:
 def transport_cpu(quick: bool, rounds: int) -> dict[str, float]:
     from azure.monitor.ingestion import LogsIngestionClient
 
-    from sentinel_forwarder._transport import ingestion_transport
+    from sentinel_forwarder._sinks.azure.transport import ingestion_transport
     from sentinel_forwarder.testing import EmulatorCredential
 
     n = 50 if quick else 300

@@ -2,24 +2,24 @@
 
 from __future__ import annotations
 
-from ._azure import MAX_REQUEST_BYTES, AzureSentinelForwarder
-from ._background import BackgroundForwarder
-from ._buffering import (
+from ._config.settings import ConfigurationError, ForwarderSettings
+from ._evidence.chain import ChainHead, HashChain, canonical_form, record_hash
+from ._evidence.verify import ChainBreak, ChainReport, ChainSummary, verify_chain
+from ._forwarders.background import BackgroundForwarder
+from ._forwarders.buffering import (
     DEFAULT_MAX_BATCHES_IN_FLIGHT,
     DEFAULT_MAX_REQUEST_ROWS,
     BufferingForwarder,
     ForwarderStatistics,
 )
-from ._chain import ChainHead, HashChain, canonical_form, record_hash
-from ._clouds import CLOUD_AUDIENCES, Cloud
-from ._entry import AuditEntry, Severity
-from ._log_handler import AuditLogHandler
-from ._protocol import DROP_REASONS, AuditForwarder, AuditSink, DropReason, SendResult
-from ._schema import AUDIT_TABLE, Column, TableSchema
-from ._settings import ConfigurationError, ForwarderSettings
+from ._integrations.handler import AuditLogHandler
+from ._model.entry import AuditEntry, Severity
+from ._model.protocol import DROP_REASONS, AuditForwarder, AuditSink, DropReason, SendResult
+from ._model.schema import AUDIT_TABLE, Column, TableSchema
+from ._model.snapshots import ForwarderHealth
 from ._setup import add_sentinel_forwarder
-from ._snapshots import ForwarderHealth
-from ._verify import ChainBreak, ChainReport, ChainSummary, verify_chain
+from ._sinks.azure.clouds import CLOUD_AUDIENCES, Cloud
+from ._sinks.azure.sink import MAX_REQUEST_BYTES, AzureSentinelForwarder
 
 __all__ = [
     "AUDIT_TABLE",

@@ -20,12 +20,11 @@ import anyio
 import anyio.to_thread
 from azure.core.credentials import TokenCredential
 
-from . import _heartbeat
-from ._azure import AzureSentinelForwarder
-from ._background import BackgroundForwarder
-from ._buffering import BufferingForwarder, Transform
-from ._protocol import AuditForwarder
-from ._settings import ForwarderSettings
+from ._config.build import build_forwarder
+from ._config.settings import ForwarderSettings
+from ._forwarders.background import BackgroundForwarder
+from ._forwarders.buffering import BufferingForwarder, Transform
+from ._model.protocol import AuditForwarder
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -34,57 +33,6 @@ logger = logging.getLogger("sentinel_forwarder")
 
 #: Where the forwarder is kept on a Starlette app: ``request.app.state.sentinel_forwarder``.
 STATE_KEY = "sentinel_forwarder"
-
-
-def _build(
-    settings: ForwarderSettings,
-    credential: TokenCredential | None,
-    forwarder: AuditForwarder | None,
-    transform: Transform | None,
-    *,
-    name: str = "default",
-) -> BufferingForwarder:
-    """The forwarder *settings* describe (or *forwarder*, used as it is if it is a BufferingForwarder)."""
-    if isinstance(forwarder, BufferingForwarder):
-        return forwarder
-    sink: AuditForwarder
-    if forwarder is not None:
-        sink = forwarder
-    else:
-        assert settings.endpoint is not None and settings.rule_id is not None
-        sink = AzureSentinelForwarder(
-            settings.endpoint,
-            credential,
-            rule_id=settings.rule_id,
-            stream_name=settings.stream_name,
-            cloud=settings.cloud,  # type: ignore[arg-type]
-            retry_timeout=settings.retry_timeout,
-            max_concurrent_uploads=max(8, settings.max_batches_in_flight),
-            connection_verify=settings.connection_verify,
-        )
-    return BufferingForwarder(
-        sink,
-        max_batch_size=settings.max_batch_size,
-        max_request_rows=settings.max_request_rows,
-        max_interval=settings.max_interval,
-        capacity=settings.capacity,
-        max_batches_in_flight=settings.max_batches_in_flight,
-        drain_timeout=settings.drain_timeout,
-        min_severity=settings.min_severity,
-        transform=transform,
-        spool=settings.spool,
-        spool_max_bytes=settings.spool_max_bytes,
-        spool_max_age=settings.spool_max_age,
-        name=name,
-        chain=settings.chain,
-        chain_key=settings.chain_key,
-        heartbeat_interval=(
-            _heartbeat.DEFAULT_HEARTBEAT_INTERVAL
-            if settings.heartbeat_interval is None
-            else settings.heartbeat_interval
-        ),
-        application=settings.application,
-    )
 
 
 class StarletteApp(Protocol):
@@ -234,15 +182,15 @@ def add_sentinel_forwarder(
     )
     token_credential = None if isinstance(credential, str) else credential
     if token_credential is None and forwarder is None:
-        from ._credentials import make_credential
+        from ._config.credentials import make_credential
 
         token_credential = make_credential(
             settings.credential, cloud=settings.cloud, environ=os.environ if environ is None else environ
         )
-    buffered = _build(settings, token_credential, forwarder, transform)
+    buffered = build_forwarder(settings, token_credential, forwarder, transform)
     probe: Callable[[], object] | None = None
     if settings.check_on_start != "off" and forwarder is None:
-        from ._check import check_on_start as run_probe
+        from ._check.run import check_on_start as run_probe
 
         probe = functools.partial(run_probe, settings, token_credential, environ=environ)
     if app is None:
@@ -252,7 +200,9 @@ def add_sentinel_forwarder(
             buffered, backend=backend, drain_on_sigterm=settings.drain_on_sigterm
         ).start()
     # A forwarder is one-shot; a later lifespan needs a new one, which only settings can make.
-    rebuild = (lambda: _build(settings, token_credential, None, transform)) if forwarder is None else None
+    rebuild = None
+    if forwarder is None:
+        rebuild = functools.partial(build_forwarder, settings, token_credential, None, transform)
     _attach(app, buffered, rebuild, probe)
     return buffered
 

@@ -34,8 +34,8 @@ except ImportError:  # opentelemetry-sdk before the rename: the same interface u
         LogExportResult as LogRecordExportResult,
     )
 
-from ._log_rows import SupportsForward, entry_from_fields, is_own, severity_for_otel
-from ._schema import AUDIT_TABLE, TableSchema
+from ._integrations.rows import SupportsForward, entry_from_fields, is_own, severity_for_otel
+from ._model.schema import AUDIT_TABLE, TableSchema
 
 logger = logging.getLogger("sentinel_forwarder.logs")
 

@@ -21,8 +21,8 @@ import logging
 from collections.abc import Callable, MutableMapping
 from typing import Any
 
-from ._log_rows import SupportsForward, entry_from_fields, is_own, severity_for_level
-from ._schema import AUDIT_TABLE, TableSchema
+from ._integrations.rows import SupportsForward, entry_from_fields, is_own, severity_for_level
+from ._model.schema import AUDIT_TABLE, TableSchema
 
 logger = logging.getLogger("sentinel_forwarder.logs")
 

@@ -4,7 +4,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from sentinel_forwarder._wire import Codec
+from sentinel_forwarder._model.wire import Codec
 from sentinel_forwarder.emulator import Emulator
 
 
@@ -48,7 +48,7 @@ def typed() -> Iterator[Emulator]:
 @pytest.fixture
 def fast_spool_retries(monkeypatch: pytest.MonkeyPatch) -> None:
     """Retry a failing service from the spool every few milliseconds instead of every second or minute."""
-    from sentinel_forwarder import _spooling
+    from sentinel_forwarder._spool import pump as _spooling
 
     monkeypatch.setattr(_spooling, "RETRY_FIRST", 0.01)
     monkeypatch.setattr(_spooling, "RETRY_MAX", 0.02)
@@ -69,7 +69,7 @@ def _no_default_heartbeats(request: pytest.FixtureRequest, monkeypatch: pytest.M
     a test is marked ``@pytest.mark.heartbeats``; tests that pass ``heartbeat_interval`` get what they ask."""
     if request.node.get_closest_marker("heartbeats") is not None:
         return
-    from sentinel_forwarder import _heartbeat
+    from sentinel_forwarder._evidence import heartbeat as _heartbeat
 
     monkeypatch.setattr(_heartbeat, "DEFAULT_HEARTBEAT_INTERVAL", 0.0)
     monkeypatch.setenv("SENTINEL_FORWARDER_HEARTBEAT_INTERVAL", "0")
@@ -79,7 +79,8 @@ def _no_default_heartbeats(request: pytest.FixtureRequest, monkeypatch: pytest.M
 def codec(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Codec:
     """Each wire codec in turn: the one installed (orjson and ISA-L, the ``fast`` extra, which the ``test``
     extra installs), then the standard library's fallback (json and zlib), for sinks made in the test."""
-    from sentinel_forwarder import _azure, _wire
+    from sentinel_forwarder._model import wire as _wire
+    from sentinel_forwarder._sinks.azure import sink as _azure
 
     chosen = _wire.CODEC if request.param == "installed" else _wire.STDLIB
     monkeypatch.setattr(_azure, "CODEC", chosen)

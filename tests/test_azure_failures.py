@@ -16,7 +16,7 @@ import pytest
 from azure_helpers import forward_all, landed_ids, rows, sink_for
 
 from sentinel_forwarder import MAX_REQUEST_BYTES, AuditEntry, AzureSentinelForwarder
-from sentinel_forwarder._wire import Codec
+from sentinel_forwarder._model.wire import Codec
 from sentinel_forwarder.emulator import Emulator, EmulatorCredential
 
 pytestmark = pytest.mark.anyio
@@ -209,7 +209,7 @@ async def test_408_and_other_retryable_statuses_are_retried(emu: Emulator) -> No
 def test_incompressible_chunks_are_halved_until_they_fit() -> None:
     import os
 
-    from sentinel_forwarder._wire import gzip_chunks as _gzip_chunks
+    from sentinel_forwarder._model.wire import gzip_chunks as _gzip_chunks
 
     # Random bytes do not compress: one 1,000,000-byte chunk would gzip to a little more than the limit.
     pieces = [os.urandom(99_990) for _ in range(10)]

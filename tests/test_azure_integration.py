@@ -14,7 +14,7 @@ from sentinel_forwarder import (
     Severity,
     verify_chain,
 )
-from sentinel_forwarder._wire import Codec
+from sentinel_forwarder._model.wire import Codec
 from sentinel_forwarder.emulator import Emulator, EmulatorCredential
 
 pytestmark = pytest.mark.anyio

@@ -7,6 +7,7 @@ import threading
 from collections.abc import Sequence
 
 import anyio
+import anyio.lowlevel
 import pytest
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
@@ -385,3 +386,19 @@ async def test_send_batch_reports_what_was_taken_and_what_was_dropped() -> None:
     assert (late.sent, dict(late.dropped)) == (0, {"closed": 2})
     assert len(sink.rows) == 2
     assert_balanced(fwd)
+
+
+async def test_batches_reach_the_sink_in_the_order_they_were_taken() -> None:
+    """A large batch links its rows slice by slice, yielding between slices; a small batch taken after it
+    still waits for its turn, so rows reach the sink in the order they were offered."""
+    sink = RecordingForwarder()
+    async with BufferingForwarder(sink, max_batch_size=10, max_request_rows=5_000, max_interval=60) as fwd:
+        for i in range(5_000):
+            fwd.forward(AuditEntry(f"a{i}"))
+        with anyio.fail_after(10):
+            while fwd.queue_depth():  # the pump takes the large batch and starts linking it
+                await anyio.lowlevel.checkpoint()
+        for i in range(10):  # a full batch: taken, linked in one slice, ready long before the large one
+            fwd.forward(AuditEntry(f"b{i}"))
+        assert await fwd.flush(30) == 0
+    assert [e.summary for e in sink.rows] == [f"a{i}" for i in range(5_000)] + [f"b{i}" for i in range(10)]

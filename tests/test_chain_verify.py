@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sentinel_forwarder import AuditEntry, HashChain, Severity, canonical_form, record_hash, verify_chain
-from sentinel_forwarder._chain import _entry_form, _linked
+from sentinel_forwarder._evidence.chain import _entry_form, _linked
 
 
 def chain_rows(n: int, *, key: str | None = None) -> list[dict[str, Any]]:

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from cli_helpers import run_cli
 
-from sentinel_forwarder._check import EXIT_CODES, PROBE_DETECTOR, role_assignment_command, run_check
-from sentinel_forwarder._settings import ForwarderSettings
+from sentinel_forwarder._check.run import EXIT_CODES, PROBE_DETECTOR, role_assignment_command, run_check
+from sentinel_forwarder._config.settings import ForwarderSettings
 from sentinel_forwarder.emulator import Emulator
 from sentinel_forwarder.emulator._identity import unsigned_jwt
 from sentinel_forwarder.testing import EmulatorCredential
@@ -231,8 +231,8 @@ def test_workspace_not_found(emu: Emulator) -> None:
 @_NEEDS_KQL
 def test_probe_row_not_queryable_in_time(emu: Emulator) -> None:
     """Through the real LogsQueryClient: a row that never lands is reported after the wait."""
-    from sentinel_forwarder._check import Stop
-    from sentinel_forwarder._check_query import query_step
+    from sentinel_forwarder._check.query import query_step
+    from sentinel_forwarder._check.run import Stop
 
     settings = ForwarderSettings.resolve(
         {}, endpoint=emu.endpoint, rule_id=emu.rule_id, connection_verify=str(emu.ca_path)

@@ -14,7 +14,7 @@ import pytest
 
 import sentinel_forwarder
 from sentinel_forwarder import AuditEntry, ConfigurationError, ForwarderSettings, add_sentinel_forwarder
-from sentinel_forwarder._credentials import make_credential
+from sentinel_forwarder._config.credentials import make_credential
 from sentinel_forwarder.emulator import Emulator
 from sentinel_forwarder.testing import EmulatorCredential
 

@@ -8,8 +8,8 @@ from urllib.parse import SplitResult, urlsplit
 import pytest
 from urllib3.util import Url, parse_url
 
-from sentinel_forwarder import _endpoint
-from sentinel_forwarder._endpoint import Endpoint, parse_endpoint
+from sentinel_forwarder._sinks.azure import endpoint as _endpoint
+from sentinel_forwarder._sinks.azure.endpoint import Endpoint, parse_endpoint
 
 DCE = "https://my-dce-a1b2.westeurope-1.ingest.monitor.azure.com"
 CLEAR_TEXT = "uses http://"

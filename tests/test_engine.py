@@ -22,7 +22,7 @@ from sentinel_forwarder._core.ledger import Ledger, unaccounted
 from sentinel_forwarder._core.metrics import Reporter, instruments_for
 from sentinel_forwarder._core.scopes import WorkScopes
 from sentinel_forwarder._core.stages import Stages
-from sentinel_forwarder._lifecycle import Lifecycle
+from sentinel_forwarder._forwarders.lifecycle import Lifecycle
 from sentinel_forwarder._util.ratelimited import DropLog, ErrorLog
 
 log = logging.getLogger("sentinel_forwarder.test_engine")

@@ -23,7 +23,7 @@ from sentinel_forwarder import (
     record_hash,
     verify_chain,
 )
-from sentinel_forwarder._heartbeat import HEARTBEAT_DETECTOR, LINK_SLICE
+from sentinel_forwarder._evidence.heartbeat import HEARTBEAT_DETECTOR, LINK_SLICE
 from sentinel_forwarder.emulator import Emulator
 from sentinel_forwarder.testing import RecordingForwarder
 

@@ -10,8 +10,8 @@ import pytest
 from azure_helpers import TYPED_RULE_ID, forward_all, landed_ids, sink_for
 
 from sentinel_forwarder import AuditEntry, SendResult
-from sentinel_forwarder._poison import MAX_EXTRA_REQUESTS, isolate_refused
-from sentinel_forwarder._wire import Codec
+from sentinel_forwarder._model.wire import Codec
+from sentinel_forwarder._sinks.azure.poison import MAX_EXTRA_REQUESTS, isolate_refused
 from sentinel_forwarder.emulator import Emulator
 
 pytestmark = pytest.mark.anyio

@@ -13,7 +13,7 @@ from azure.core.exceptions import ServiceRequestError, ServiceResponseError
 from azure.core.pipeline import PipelineContext, PipelineRequest, PipelineResponse
 from azure.core.rest import HttpRequest
 
-from sentinel_forwarder._retry import (
+from sentinel_forwarder._sinks.azure.retry import (
     DEADLINE_OPTION,
     RECORD_OPTION,
     IngestionRetryPolicy,

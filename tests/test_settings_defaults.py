@@ -7,7 +7,7 @@ import dataclasses
 import inspect
 
 from sentinel_forwarder import AzureSentinelForwarder, BackgroundForwarder, BufferingForwarder
-from sentinel_forwarder._settings import ForwarderSettings
+from sentinel_forwarder._config.settings import ForwarderSettings
 
 #: Settings whose value means something else than the parameter of the same name (a kind, not an object).
 _NOT_THE_SAME = {"credential"}

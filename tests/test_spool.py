@@ -19,11 +19,11 @@ from sentinel_forwarder import (
     ForwarderStatistics,
     SendResult,
     Severity,
-    _spool,
-    _spool_admin,
     verify_chain,
 )
-from sentinel_forwarder._protocol import RowOutcome
+from sentinel_forwarder._model.protocol import RowOutcome
+from sentinel_forwarder._spool import admin as _spool_admin
+from sentinel_forwarder._spool import store as _spool
 from sentinel_forwarder.testing import RecordingForwarder
 
 pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("fast_spool_retries")]

@@ -10,8 +10,9 @@ import anyio.lowlevel
 import pytest
 from azure_helpers import TYPED_RULE_ID, landed_ids, rows, sink_for
 
-from sentinel_forwarder import AuditEntry, BufferingForwarder, _spool_admin
-from sentinel_forwarder._wire import Codec
+from sentinel_forwarder import AuditEntry, BufferingForwarder
+from sentinel_forwarder._model.wire import Codec
+from sentinel_forwarder._spool import admin as _spool_admin
 from sentinel_forwarder.emulator import Emulator
 
 pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("fast_spool_retries")]

@@ -15,7 +15,7 @@ import pytest
 from cli_helpers import SOURCE_ROOT
 
 from sentinel_forwarder import AuditEntry, BufferingForwarder, SendResult
-from sentinel_forwarder._protocol import RowOutcome
+from sentinel_forwarder._model.protocol import RowOutcome
 from sentinel_forwarder.testing import RecordingForwarder
 
 

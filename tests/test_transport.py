@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from azure_helpers import forward_all, landed_ids, rows, sink_for
 
-from sentinel_forwarder._transport import ingestion_transport
+from sentinel_forwarder._sinks.azure.transport import ingestion_transport
 from sentinel_forwarder.emulator import Emulator
 
 ENDPOINT = "https://my-dce-a1b2.westeurope-1.ingest.monitor.azure.com"

@@ -70,7 +70,8 @@ def test_audit_entry_init_for_type_checkers_matches_the_fields() -> None:
     import ast
     import dataclasses
 
-    from sentinel_forwarder import AuditEntry, _entry
+    from sentinel_forwarder import AuditEntry
+    from sentinel_forwarder._model import entry as _entry
 
     tree = ast.parse(Path(_entry.__file__).read_text(encoding="utf-8"))
     [cls] = [n for n in ast.walk(tree) if isinstance(n, ast.ClassDef) and n.name == "AuditEntry"]

@@ -14,10 +14,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sentinel_forwarder import MAX_REQUEST_BYTES, AuditEntry, Severity, _wire
-from sentinel_forwarder._entry import _format_time
-from sentinel_forwarder._entry import encode_row as stdlib_encode_row
-from sentinel_forwarder._wire import CODEC, STDLIB, Codec, plan
+from sentinel_forwarder import MAX_REQUEST_BYTES, AuditEntry, Severity
+from sentinel_forwarder._model import wire as _wire
+from sentinel_forwarder._model.entry import _format_time
+from sentinel_forwarder._model.entry import encode_row as stdlib_encode_row
+from sentinel_forwarder._model.wire import CODEC, STDLIB, Codec, plan
 
 
 def test_the_test_environment_has_the_fast_codec() -> None:

@@ -48,7 +48,7 @@ from typing import Any
 import yaml
 from gen_templates import API_VERSIONS, MONITORING_METRICS_PUBLISHER, OPERATORS, OUTPUTS, ROOT, arm_duration
 
-from sentinel_forwarder._schema import AUDIT_TABLE, TableSchema
+from sentinel_forwarder._model.schema import AUDIT_TABLE, TableSchema
 
 KQL_DIR = ROOT / "tools" / "kql"
 

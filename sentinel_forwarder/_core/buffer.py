@@ -19,7 +19,7 @@ from collections.abc import Callable
 import anyio
 import anyio.lowlevel
 
-from .._entry import AuditEntry
+from .._model.entry import AuditEntry
 
 
 class Buffer:

@@ -18,8 +18,8 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from .._entry import AuditEntry
-from .._protocol import AuditForwarder, SendResult
+from .._model.entry import AuditEntry
+from .._model.protocol import AuditForwarder, SendResult
 from .._util.ratelimited import ErrorLog
 from .scopes import WorkScopes
 from .stages import INTERRUPTS

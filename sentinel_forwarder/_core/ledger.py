@@ -20,9 +20,9 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
 
-from .._entry import Severity
-from .._protocol import DROP_REASONS, DropReason, SendResult
-from .._snapshots import ForwarderStatistics
+from .._model.entry import Severity
+from .._model.protocol import DROP_REASONS, DropReason, SendResult
+from .._model.snapshots import ForwarderStatistics
 from .buffer import Buffer
 from .metrics import Reporter
 

@@ -21,8 +21,8 @@ from typing import Protocol
 
 from opentelemetry import metrics
 
-from .._entry import Severity
-from .._protocol import DROP_REASONS, DropReason, SendResult
+from .._model.entry import Severity
+from .._model.protocol import DROP_REASONS, DropReason, SendResult
 from .._util.ratelimited import DropLog
 from .._util.version import VERSION
 

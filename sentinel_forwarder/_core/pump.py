@@ -14,6 +14,7 @@ from __future__ import annotations
 __all__ = ["Batching", "MemoryPump", "Pump"]
 
 import contextlib
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -22,7 +23,7 @@ from typing import Any, Protocol
 import anyio
 from anyio.abc import TaskGroup
 
-from .._entry import AuditEntry
+from .._model.entry import AuditEntry
 from .buffer import Buffer
 from .delivery import SINK_BACKOFF_MAX, Delivery, reraise_interrupt
 from .ledger import Ledger
@@ -119,6 +120,10 @@ class MemoryPump:
         self._in_flight_starts: set[int] = set()
         self._flush_target = 0  # cut partial batches until this many rows were taken from the buffer
         self._flush_waiters: list[tuple[int, anyio.Event]] = []
+        # Batches not yet handed to the sink, in the order they were taken: each waits for its turn after its
+        # stages (a large batch links longer than a small one taken after it), so rows reach the sink in the
+        # order they were offered. The head's event is set: it may go.
+        self._turns: deque[tuple[int, anyio.Event]] = deque()
 
     async def open(self) -> None:
         pass
@@ -191,7 +196,11 @@ class MemoryPump:
                 break
             await buffer.wait(min(timeout, self._ledger.logs_due_in()))
         # Coalesce what waits, up to a request; in flight from the moment it leaves the buffer.
-        return buffer.take(batching.max_request_rows, self._in_flight_starts.add)
+        start, rows = buffer.take(batching.max_request_rows, self._in_flight_starts.add)
+        self._turns.append((start, anyio.Event()))
+        if len(self._turns) == 1:
+            self._turns[0][1].set()
+        return start, rows
 
     async def _deliver(self, batch: list[AuditEntry], start: int, slots: anyio.Semaphore) -> None:
         ledger = self._ledger
@@ -201,6 +210,8 @@ class MemoryPump:
             with self._scopes.shielded():
                 staged = await self._stages.run(batch)
                 pending = len(staged.rows)
+                await self._my_turn(start)
+                self._pass_turn(start)  # the next batch may go once this one is with the sink
                 if staged.rows:
                     handed = True
                     attempt = await self._delivery.send(staged.rows, fate="its batch is dropped (sink_error)")
@@ -227,8 +238,25 @@ class MemoryPump:
             ledger.lost(count, "sink_error", self._delivery.contain(exc, "its batch is dropped (sink_error)"))
             reraise_interrupt(exc)
         finally:
+            self._pass_turn(start)  # if it never got its turn (aborted, or the stages raised)
             self._settle(start)
             slots.release()
+
+    async def _my_turn(self, start: int) -> None:
+        """Wait until every batch taken before the one at *start* was handed to the sink."""
+        for ticket, event in self._turns:
+            if ticket == start:
+                await event.wait()
+                return
+
+    def _pass_turn(self, start: int) -> None:
+        """The batch at *start* is with the sink (or never will be): let the next one go."""
+        for i, (ticket, _) in enumerate(self._turns):
+            if ticket == start:
+                del self._turns[i]
+                if i == 0 and self._turns:
+                    self._turns[0][1].set()
+                return
 
     # -- flush -------------------------------------------------------------------------------------------
 

@@ -12,7 +12,7 @@ __all__ = ["INTERRUPTS", "Link", "Staged", "Stages", "Transform"]
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from .._entry import AuditEntry
+from .._model.entry import AuditEntry
 from .ledger import Ledger
 
 #: The user's transform: the row to send, or ``None`` to filter it out.

@@ -1,4 +1,4 @@
-"""``sentinel-forwarder check``: the command line face of :func:`sentinel_forwarder._check.run_check`."""
+"""``sentinel-forwarder check``: the command line face of :func:`sentinel_forwarder._check.run.run_check`."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from typing import Any
 import click
 from rich.console import Console
 
-from .._check import EXIT_CODES, CheckReport, CheckStep, run_check
-from .._settings import ConfigurationError, ForwarderSettings
+from .._check.run import EXIT_CODES, CheckReport, CheckStep, run_check
+from .._config.settings import ConfigurationError, ForwarderSettings
 from .options import connection_options
 
 _LABELS = {

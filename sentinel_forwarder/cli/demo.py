@@ -26,11 +26,11 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from .._azure import AzureSentinelForwarder
-from .._buffering import BufferingForwarder, ForwarderStatistics
-from .._entry import AuditEntry, Severity
-from .._protocol import AuditForwarder, SendResult
-from .._verify import verify_chain
+from .._evidence.verify import verify_chain
+from .._forwarders.buffering import BufferingForwarder, ForwarderStatistics
+from .._model.entry import AuditEntry, Severity
+from .._model.protocol import AuditForwarder, SendResult
+from .._sinks.azure.sink import AzureSentinelForwarder
 from ..emulator import Emulator, QueryError, RuleReport
 from ..testing import EmulatorCredential
 

@@ -20,7 +20,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from .._schema import AUDIT_TABLE
+from .._model.schema import AUDIT_TABLE
 
 #: Columns ``rows`` shows by default: what fits 80 columns and says what happened.
 DEFAULT_COLUMNS = ("TimeGenerated", "Severity", "DetectorId", "Summary")

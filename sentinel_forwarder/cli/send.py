@@ -30,12 +30,12 @@ import click
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from .._azure import MAX_REQUEST_BYTES
-from .._entry import AuditEntry
-from .._protocol import DROP_REASONS, DropReason
-from .._schema import AUDIT_TABLE
-from .._settings import ConfigurationError, ForwarderSettings
-from .._setup import _build
+from .._config.build import build_forwarder
+from .._config.settings import ConfigurationError, ForwarderSettings
+from .._model.entry import AuditEntry
+from .._model.protocol import DROP_REASONS, DropReason
+from .._model.schema import AUDIT_TABLE
+from .._sinks.azure.sink import MAX_REQUEST_BYTES
 from .options import ConfigError, connection_options
 
 Unknown = Literal["error", "ignore", "extra"]
@@ -243,7 +243,7 @@ async def _forward_all(
 ) -> None:
     assert settings.endpoint is not None and settings.rule_id is not None
     # The same forwarder as an app's, without a spool: a command reports what it delivered before it ends.
-    forwarder = _build(
+    forwarder = build_forwarder(
         replace(settings, spool=None, heartbeat_interval=0.0),
         credential,
         None,
@@ -388,7 +388,7 @@ def send(
     else:
         try:
             settings = ForwarderSettings.resolve(None, **connection)
-            from .._credentials import make_credential
+            from .._config.credentials import make_credential
 
             token_credential = make_credential(settings.credential, cloud=settings.cloud, environ=os.environ)
         except ConfigurationError as exc:

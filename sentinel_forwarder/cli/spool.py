@@ -13,8 +13,8 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from .. import _spool_admin as _spool
-from .._entry import Severity
+from .._model.entry import Severity
+from .._spool import admin as _spool
 
 _DIRECTORY = click.argument(
     "directory",

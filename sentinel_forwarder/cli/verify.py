@@ -17,8 +17,8 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from .._schema import AUDIT_TABLE
-from .._verify import ChainReport, verify_chain
+from .._evidence.verify import ChainReport, verify_chain
+from .._model.schema import AUDIT_TABLE
 
 KEY_VARIABLE = "SENTINEL_FORWARDER_CHAIN_KEY"
 

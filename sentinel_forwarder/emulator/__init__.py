@@ -55,7 +55,7 @@ __all__ = [
     "unsigned_jwt",
 ]
 
-from ..testing import AsyncEmulatorCredential, EmulatorCredential
+from .._util.credentials import AsyncEmulatorCredential, EmulatorCredential
 from ._dcr import DEFAULT_RULE_ID, DataCollectionRule, DcrError, Stream, load_dcrs
 from ._faults import Faults
 from ._identity import (

@@ -35,7 +35,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from .._schema import AUDIT_TABLE
+from .._model.schema import AUDIT_TABLE
 from ._losses import LossKind
 
 #: Immutable id of the emulator's built-in DCR (derived from ``AUDIT_TABLE``). Real ids are ``dcr-`` plus 32

@@ -32,8 +32,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from .._util.credentials import AsyncEmulatorCredential, EmulatorCredential
 from .._util.jwt import token_claims
-from ..testing import AsyncEmulatorCredential, EmulatorCredential
 
 #: The audience a Logs Ingestion token must have, by cloud (scopes ``<audience>/.default``). A trailing ``/``
 #: is tolerated. Public: azure-docs issue #111939; US Gov and China: the SDK's documented sovereign scopes.

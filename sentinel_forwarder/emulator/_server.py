@@ -19,7 +19,7 @@ from typing import Any
 
 import uvicorn
 
-from .._schema import AUDIT_TABLE
+from .._model.schema import AUDIT_TABLE
 from ._app import create_app
 from ._dcr import DEFAULT_RULE_ID, DataCollectionRule, default_dcr, load_dcrs, table_columns
 from ._faults import Faults

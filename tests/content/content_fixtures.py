@@ -14,7 +14,7 @@ if str(ROOT / "tools") not in sys.path:
 import content_checks as cc  # noqa: E402
 import gen_templates as gen  # noqa: E402
 
-from sentinel_forwarder._schema import AUDIT_TABLE  # noqa: E402
+from sentinel_forwarder._model.schema import AUDIT_TABLE  # noqa: E402
 
 #: The templates and Sentinel content (package data).
 TEMPLATES = ROOT / gen.TEMPLATES

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from content_fixtures import ROOT, TEMPLATES, cc, gen
 
-from sentinel_forwarder._schema import AUDIT_TABLE, Column
+from sentinel_forwarder._model.schema import AUDIT_TABLE, Column
 
 DCR_TEMPLATES = {"azuredeploy.json": False, "azuredeploy-direct.json": True}
 

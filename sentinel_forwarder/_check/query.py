@@ -16,12 +16,12 @@ from typing import Any
 from azure.core.credentials import TokenCredential
 from azure.core.exceptions import AzureError, HttpResponseError
 
-from ._azure import _message
-from ._check_report import CheckStep, Stop
-from ._clouds import QUERY_AUDIENCES
-from ._endpoint import parse_endpoint
-from ._schema import AUDIT_TABLE
-from ._settings import ForwarderSettings
+from .._config.settings import ForwarderSettings
+from .._model.schema import AUDIT_TABLE
+from .._sinks.azure.clouds import QUERY_AUDIENCES
+from .._sinks.azure.endpoint import parse_endpoint
+from .._sinks.azure.sink import _message
+from .report import CheckStep, Stop
 
 #: Seconds between polls: quick at first, then every 10 s.
 _POLLS = (1.0, 2.0, 3.0, 5.0, 10.0)

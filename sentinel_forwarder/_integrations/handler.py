@@ -7,8 +7,8 @@ __all__ = ["AuditLogHandler"]
 import logging
 import threading
 
-from ._log_rows import SupportsForward, entry_from_fields, is_own, severity_for_level, utc_from_seconds
-from ._schema import AUDIT_TABLE, TableSchema
+from .._model.schema import AUDIT_TABLE, TableSchema
+from .rows import SupportsForward, entry_from_fields, is_own, severity_for_level, utc_from_seconds
 
 #: Attributes every ``logging.LogRecord`` has: the rest came from ``extra=``.
 _STANDARD = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}

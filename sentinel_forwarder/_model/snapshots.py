@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from ._protocol import DropReason
+from .protocol import DropReason
 
 
 @dataclass(frozen=True)

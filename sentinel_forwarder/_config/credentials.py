@@ -13,14 +13,14 @@ from collections.abc import Mapping
 
 from azure.core.credentials import TokenCredential
 
-from ._clouds import AUTHORITY_HOSTS
-from ._settings import CREDENTIAL_KINDS, EMULATOR_TOKEN_VARIABLE, ConfigurationError
+from .._sinks.azure.clouds import AUTHORITY_HOSTS
+from .settings import CREDENTIAL_KINDS, EMULATOR_TOKEN_VARIABLE, ConfigurationError
 
 _WORKLOAD_VARIABLES = ("AZURE_TENANT_ID", "AZURE_CLIENT_ID", "AZURE_FEDERATED_TOKEN_FILE")
 
 
 def make_credential(kind: str, *, cloud: str, environ: Mapping[str, str]) -> TokenCredential | None:
-    """The credential for *kind*, one of :data:`~sentinel_forwarder._settings.CREDENTIAL_KINDS`.
+    """The credential for *kind*, one of :data:`~sentinel_forwarder._config.settings.CREDENTIAL_KINDS`.
 
     ``"default"`` gives ``None``: the Azure sink then creates ``DefaultAzureCredential`` for the cloud itself
     (and closes it, and makes a new one in a forked child).
@@ -48,7 +48,7 @@ def make_credential(kind: str, *, cloud: str, environ: Mapping[str, str]) -> Tok
     if kind == "default":
         return None
     if kind == "emulator":
-        from .testing import EmulatorCredential
+        from .._util.credentials import EmulatorCredential
 
         token = environ.get(EMULATOR_TOKEN_VARIABLE)  # an emulator started with --token wants that one
         return EmulatorCredential(token) if token else EmulatorCredential()

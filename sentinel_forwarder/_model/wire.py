@@ -26,9 +26,9 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from ._entry import _EMPTY, AuditEntry, _format_time
-from ._entry import encode_row as stdlib_encode_row
-from ._protocol import DropReason
+from .entry import _EMPTY, AuditEntry, _format_time
+from .entry import encode_row as stdlib_encode_row
+from .protocol import DropReason
 
 #: The documented limit is "1 MB, both compressed and uncompressed"; the service answers 413 above
 #: 1,048,576 bytes. We stay at or below 1,000,000 bytes so either reading of "MB" holds.

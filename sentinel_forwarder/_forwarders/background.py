@@ -25,12 +25,12 @@ import anyio
 import anyio.from_thread
 import anyio.lowlevel
 
-from . import _fork
-from ._entry import AuditEntry
-from ._snapshots import ForwarderHealth, ForwarderStatistics
+from .._model.entry import AuditEntry
+from .._model.snapshots import ForwarderHealth, ForwarderStatistics
+from . import fork
 
 if TYPE_CHECKING:  # the forwarder's module imports this one: a forked child may need a new runner
-    from ._buffering import BufferingForwarder
+    from .buffering import BufferingForwarder
 
 logger = logging.getLogger("sentinel_forwarder")
 
@@ -72,8 +72,8 @@ class BackgroundForwarder:
         self._sigterm_drain: threading.Thread | None = None
         self._sigterm_drained = False
         self._fresh_thread()
-        _fork.remember_runner(forwarder, self)  # in a forked child, the forwarder restarts this runner
-        _fork.reinit_at_fork(self)
+        fork.remember_runner(forwarder, self)  # in a forked child, the forwarder restarts this runner
+        fork.reinit_at_fork(self)
 
     def _at_fork_reinit(self) -> None:
         """In a forked child: forget the parent's thread and loop (the fork policy restarts it)."""

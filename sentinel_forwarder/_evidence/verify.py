@@ -17,8 +17,8 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from ._chain import MISSING, Key, canonical_form, column, key_bytes, number
-from ._entry import AuditEntry
+from .._model.entry import AuditEntry
+from .chain import MISSING, Key, canonical_form, column, key_bytes, number
 
 BreakKind = Literal["hash", "link", "gap", "fork"]
 

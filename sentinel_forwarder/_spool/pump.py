@@ -38,18 +38,18 @@ from typing import Any, Final
 import anyio
 from anyio.abc import TaskGroup
 
-from ._chain import ChainHead
-from ._core.buffer import Buffer
-from ._core.delivery import Delivery
-from ._core.ledger import Ledger
-from ._core.pump import Batching
-from ._core.scopes import WorkScopes
-from ._core.stages import Stages
-from ._entry import AuditEntry, Severity
-from ._protocol import DropReason, RowOutcome, SendResult
-from ._spool import Appended, Spool
-from ._util.workers import DaemonWorkers
-from ._wire import encode_row
+from .._core.buffer import Buffer
+from .._core.delivery import Delivery
+from .._core.ledger import Ledger
+from .._core.pump import Batching
+from .._core.scopes import WorkScopes
+from .._core.stages import Stages
+from .._evidence.chain import ChainHead
+from .._model.entry import AuditEntry, Severity
+from .._model.protocol import DropReason, RowOutcome, SendResult
+from .._model.wire import encode_row
+from .._util.workers import DaemonWorkers
+from .store import Appended, Spool
 
 logger = logging.getLogger("sentinel_forwarder")
 

@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
-from ._schema import AUDIT_TABLE, validate_column_name
+from .schema import AUDIT_TABLE, validate_column_name
 
 _CORE_COLUMNS = frozenset(c.name for c in AUDIT_TABLE.columns)
 _EMPTY: Mapping[str, Any] = MappingProxyType({})

@@ -39,8 +39,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from ._entry import _LABELS, AuditEntry, _format_time
-from ._schema import AUDIT_TABLE
+from .._model.entry import _LABELS, AuditEntry, _format_time
+from .._model.schema import AUDIT_TABLE
 
 #: The columns the hash covers, in this order; ``Hash`` itself and ``Heartbeat`` are not among them.
 CHAIN_COLUMNS: tuple[str, ...] = (

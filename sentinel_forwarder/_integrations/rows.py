@@ -17,8 +17,8 @@ from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import Any, Protocol
 
-from ._entry import AuditEntry, Severity
-from ._schema import AUDIT_TABLE, TableSchema
+from .._model.entry import AuditEntry, Severity
+from .._model.schema import AUDIT_TABLE, TableSchema
 
 #: Loggers whose records are never forwarded (prefixes): the forwarder's own and those it drives.
 OWN_LOGGERS: tuple[str, ...] = ("sentinel_forwarder", "azure", "urllib3", "requests", "msal")

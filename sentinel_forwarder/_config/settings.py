@@ -13,8 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from ._azure import DEFAULT_RETRY_TIMEOUT
-from ._buffering import (
+from .._forwarders.buffering import (
     DEFAULT_CAPACITY,
     DEFAULT_DRAIN_TIMEOUT,
     DEFAULT_MAX_BATCH_SIZE,
@@ -23,10 +22,11 @@ from ._buffering import (
     DEFAULT_SPOOL_MAX_AGE,
     DEFAULT_SPOOL_MAX_BYTES,
 )
-from ._clouds import CLOUD_AUDIENCES
-from ._endpoint import parse_endpoint
-from ._entry import Severity
-from ._schema import AUDIT_TABLE
+from .._model.entry import Severity
+from .._model.schema import AUDIT_TABLE
+from .._sinks.azure.clouds import CLOUD_AUDIENCES
+from .._sinks.azure.endpoint import parse_endpoint
+from .._sinks.azure.sink import DEFAULT_RETRY_TIMEOUT
 
 ENV_PREFIX = "SENTINEL_FORWARDER_"
 

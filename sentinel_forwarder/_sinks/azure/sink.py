@@ -29,12 +29,16 @@ from typing import Any
 from azure.core.credentials import TokenCredential
 from azure.core.exceptions import AzureError, ClientAuthenticationError, HttpResponseError
 
-from ._clouds import AUTHORITY_HOSTS, CLOUD_AUDIENCES, Cloud
-from ._endpoint import parse_endpoint
-from ._entry import AuditEntry
-from ._poison import isolate_refused
-from ._protocol import AuditSink, DropReason, RowOutcome, SendResult
-from ._retry import (
+from ..._model.entry import AuditEntry
+from ..._model.protocol import AuditSink, DropReason, RowOutcome, SendResult
+from ..._model.schema import AUDIT_TABLE
+from ..._model.wire import CODEC, MAX_REQUEST_BYTES, STDLIB, compressed, plan
+from ..._util.ratelimited import ErrorLog
+from ..._util.workers import DaemonWorkers
+from .clouds import AUTHORITY_HOSTS, CLOUD_AUDIENCES, Cloud
+from .endpoint import parse_endpoint
+from .poison import isolate_refused
+from .retry import (
     DEADLINE_OPTION,
     RECORD_OPTION,
     RETRY_STATUSES,
@@ -44,11 +48,7 @@ from ._retry import (
     TokenPolicy,
     UnreachableError,
 )
-from ._schema import AUDIT_TABLE
-from ._transport import ingestion_transport
-from ._util.ratelimited import ErrorLog
-from ._util.workers import DaemonWorkers
-from ._wire import CODEC, MAX_REQUEST_BYTES, STDLIB, compressed, plan
+from .transport import ingestion_transport
 
 logger = logging.getLogger("sentinel_forwarder.azure")
 

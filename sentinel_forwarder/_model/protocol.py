@@ -10,7 +10,7 @@ from dataclasses import dataclass, field, replace
 from types import MappingProxyType, TracebackType
 from typing import Any, Literal, Protocol, TypeVar, runtime_checkable
 
-from ._entry import AuditEntry
+from .entry import AuditEntry
 
 #: Why a row was not delivered. A closed set: every drop is counted under exactly one of these.
 DropReason = Literal[

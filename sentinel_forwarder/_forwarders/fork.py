@@ -9,7 +9,7 @@ through a weak method, so a forwarder that is gone is not kept alive). What rest
   :func:`runner_of`, or a new one), at the child's first row; the parent's buffered rows stay the parent's;
 - a forwarder closed in the parent stays closed (rows offered in the child are dropped as ``closed``).
 
-(:meth:`Lifecycle.after_fork <sentinel_forwarder._lifecycle.Lifecycle.after_fork>` says it per state.)
+(``Lifecycle.after_fork`` in ``lifecycle.py`` says it per state.)
 
 Objects of the parent's run (a spool's SQLite connections) are kept referenced in the child
 (:func:`keep_inherited`) and never closed there: closing would run SQLite's clean-up against files the parent

@@ -26,7 +26,7 @@ import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
-from ._spool import (
+from .store import (
     SCHEMA,
     FileLock,
     SpoolError,

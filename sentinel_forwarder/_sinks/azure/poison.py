@@ -18,7 +18,7 @@ __all__ = ["MAX_EXTRA_REQUESTS", "isolate_refused"]
 from collections import deque
 from collections.abc import Callable, Sequence
 
-from ._protocol import SendResult
+from ..._model.protocol import SendResult
 
 #: Extra requests one refused chunk may cost to find its refused rows.
 MAX_EXTRA_REQUESTS = 64

@@ -24,11 +24,11 @@ from typing import Any, Final
 import anyio
 import anyio.lowlevel
 
-from ._chain import ChainHead, HashChain, Key
-from ._entry import AuditEntry
-from ._snapshots import ForwarderStatistics
-from ._util.ratelimited import ErrorLog
-from ._util.version import VERSION
+from .._model.entry import AuditEntry
+from .._model.snapshots import ForwarderStatistics
+from .._util.ratelimited import ErrorLog
+from .._util.version import VERSION
+from .chain import ChainHead, HashChain, Key
 
 #: Hands rows to the sink outside the counts; -> its answer, ``None`` if cut short. May raise.
 SendUncounted = Callable[[Sequence[AuditEntry]], Awaitable[object]]

@@ -9,8 +9,8 @@ from collections.abc import Callable, Sequence
 
 import anyio
 
-from ._entry import AuditEntry
-from ._protocol import AuditSink, DropReason, SendResult
+from .._model.entry import AuditEntry
+from .._model.protocol import AuditSink, DropReason, SendResult
 
 
 class RecordingForwarder(AuditSink):

@@ -11,11 +11,11 @@ import ssl
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from ._check_report import CheckStep, fail
-from ._clouds import CLOUD_AUDIENCES, INGEST_SUFFIXES
-from ._endpoint import parse_endpoint
-from ._retry import root_cause
-from ._settings import ForwarderSettings
+from .._config.settings import ForwarderSettings
+from .._sinks.azure.clouds import CLOUD_AUDIENCES, INGEST_SUFFIXES
+from .._sinks.azure.endpoint import parse_endpoint
+from .._sinks.azure.retry import root_cause
+from .report import CheckStep, fail
 
 #: Hosts people give by mistake, and what they are.
 _WRONG_HOSTS: Sequence[tuple[str, str]] = (

@@ -39,15 +39,15 @@ from typing import Any
 from azure.core.credentials import TokenCredential
 from azure.core.exceptions import AzureError, HttpResponseError
 
-from ._azure import AzureSentinelForwarder, _message
-from ._check_network import endpoint_step, network_steps
-from ._check_report import EXIT_CODES, CheckReport, CheckStep, Stop, fail
-from ._clouds import AUTHORITY_HOSTS, CLOUD_AUDIENCES
-from ._entry import AuditEntry, Severity
-from ._retry import TokenError, UnreachableError
-from ._schema import AUDIT_TABLE
-from ._settings import ConfigurationError, ForwarderSettings
-from ._util.jwt import token_claims
+from .._config.settings import ConfigurationError, ForwarderSettings
+from .._model.entry import AuditEntry, Severity
+from .._model.schema import AUDIT_TABLE
+from .._sinks.azure.clouds import AUTHORITY_HOSTS, CLOUD_AUDIENCES
+from .._sinks.azure.retry import TokenError, UnreachableError
+from .._sinks.azure.sink import AzureSentinelForwarder, _message
+from .._util.jwt import token_claims
+from .network import endpoint_step, network_steps
+from .report import EXIT_CODES, CheckReport, CheckStep, Stop, fail
 
 logger = logging.getLogger("sentinel_forwarder.check")
 
@@ -121,7 +121,7 @@ def run_check(
             sent_at = time.monotonic()
             record(row_step)
             if workspace_id:
-                from ._check_query import query_step
+                from .query import query_step
 
                 begin("query")
                 step = query_step(
@@ -151,7 +151,7 @@ def run_check(
 
 
 def _credential_for(settings: ForwarderSettings, environ: Mapping[str, str]) -> TokenCredential:
-    from ._credentials import make_credential
+    from .._config.credentials import make_credential
 
     credential = make_credential(settings.credential, cloud=settings.cloud, environ=environ)
     if credential is None:  # "default": the sink would make this one

@@ -40,23 +40,23 @@ import anyio
 from anyio.abc import TaskGroup, TaskStatus
 from opentelemetry import metrics
 
-from . import _fork
-from ._background import BackgroundForwarder
-from ._chain import Key
-from ._core.buffer import Buffer
-from ._core.delivery import Delivery
-from ._core.ledger import Ledger
-from ._core.metrics import Reporter, instruments_for
-from ._core.pump import Batching, MemoryPump, Pump
-from ._core.scopes import WorkScopes
-from ._core.stages import Stages, Transform
-from ._entry import AuditEntry, Severity
-from ._heartbeat import Evidence, default_application
-from ._lifecycle import Lifecycle
-from ._protocol import AuditForwarder, DropReason, SendResult
-from ._snapshots import ForwarderHealth, ForwarderStatistics
-from ._spooling import SpoolPump
-from ._util.ratelimited import DropLog, ErrorLog
+from .._core.buffer import Buffer
+from .._core.delivery import Delivery
+from .._core.ledger import Ledger
+from .._core.metrics import Reporter, instruments_for
+from .._core.pump import Batching, MemoryPump, Pump
+from .._core.scopes import WorkScopes
+from .._core.stages import Stages, Transform
+from .._evidence.chain import Key
+from .._evidence.heartbeat import Evidence, default_application
+from .._model.entry import AuditEntry, Severity
+from .._model.protocol import AuditForwarder, DropReason, SendResult
+from .._model.snapshots import ForwarderHealth, ForwarderStatistics
+from .._spool.pump import SpoolPump
+from .._util.ratelimited import DropLog, ErrorLog
+from . import fork
+from .background import BackgroundForwarder
+from .lifecycle import Lifecycle
 
 logger = logging.getLogger("sentinel_forwarder")
 
@@ -198,13 +198,13 @@ class BufferingForwarder:
         self._instruments = instruments_for(meter_provider)
         self._state = Lifecycle.NEW
         self._new_run()
-        _fork.reinit_at_fork(self)
+        fork.reinit_at_fork(self)
 
     def _at_fork_reinit(self) -> None:
         """In a forked child: a forwarder with the same options, an empty buffer, zero counters and new
         locks (the parent's buffered rows stay the parent's to send); the fork policy decides whether it
         starts again (:meth:`Lifecycle.after_fork`)."""
-        _fork.keep_inherited(self._pump)  # never closed here: the parent still uses what it holds
+        fork.keep_inherited(self._pump)  # never closed here: the parent still uses what it holds
         state = self._state.after_fork()
         self._new_run()
         reset = getattr(self._inner, "reset_after_fork", None)
@@ -265,7 +265,7 @@ class BufferingForwarder:
                 return
             self._state = Lifecycle.NEW
         try:
-            runner = _fork.runner_of(self) or BackgroundForwarder(self)
+            runner = fork.runner_of(self) or BackgroundForwarder(self)
             runner.start_in_fork_child()
         except Exception as exc:  # no thread to be had: count rows as closed rather than strand them
             self._buffer.accepting = False
