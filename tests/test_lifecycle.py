@@ -19,7 +19,9 @@ from sentinel_forwarder import (
     BackgroundForwarder,
     BufferingForwarder,
     ConfigurationError,
+    DropReason,
     ForwarderSettings,
+    SendResult,
     add_sentinel_forwarder,
 )
 from sentinel_forwarder.emulator import Emulator, EmulatorCredential
@@ -349,8 +351,28 @@ async def test_flush_waits_for_rows_being_committed_to_the_spool(tmp_path: Path)
     assert returned == [(0, 5)], "flush() returned 0 before the rows being committed were delivered"
 
 
+SPOOL_LOG_FILTER_BUG = (
+    "with a spool, a delivery that fails in a way that may heal is logged by SpoolPump._failed with a bare "
+    "logger.warning: the application's raising log filter escapes the pump and the forwarder's `async with`"
+)
+
+
 @pytest.mark.anyio
-async def test_a_raising_log_filter_neither_double_counts_nor_escapes_forward(spool: Path | None) -> None:
+@pytest.mark.parametrize(
+    ("spool", "reason"),
+    [
+        ("memory", "rejected"),
+        ("memory", "retries_exhausted"),
+        ("spool", "rejected"),
+        pytest.param(
+            "spool", "retries_exhausted", marks=pytest.mark.xfail(strict=True, reason=SPOOL_LOG_FILTER_BUG)
+        ),
+    ],
+    indirect=["spool"],
+)
+async def test_a_raising_log_filter_neither_double_counts_nor_escapes_forward(
+    spool: Path | None, reason: DropReason
+) -> None:
     import logging
 
     class Broken(logging.Filter):
@@ -361,8 +383,7 @@ async def test_a_raising_log_filter_neither_double_counts_nor_escapes_forward(sp
     broken = Broken()
     log.addFilter(broken)
     try:
-        sink = RecordingForwarder()
-        sink.fail_next(1, "rejected", "(Bad) row")
+        sink = RecordingForwarder(outcome=lambda rows: SendResult.failed(reason, len(rows), "(Bad) row"))
         fwd = BufferingForwarder(sink, capacity=2, max_batch_size=2, spool=spool)
         results = [fwd.forward(AuditEntry(f"r{i}")) for i in range(4)]  # two dropped: the log raises
         assert results == [True, True, False, False]
@@ -371,10 +392,17 @@ async def test_a_raising_log_filter_neither_double_counts_nor_escapes_forward(sp
     finally:
         log.removeFilter(broken)
     stats = fwd.statistics()
-    assert stats.dropped == {"queue_full": 2, "rejected": 2}
-    assert stats.offered == stats.sent + stats.filtered + stats.dropped_total + stats.unconfirmed
-    if spool is not None:  # refused rows are dropped and kept as dead letters; none waits
+    if spool is None:
+        assert stats.dropped == {"queue_full": 2, reason: 2}
+        assert stats.offered == stats.sent + stats.filtered + stats.dropped_total + stats.unconfirmed
+    elif reason == "rejected":  # refused rows are dropped and kept as dead letters; none waits
+        assert stats.dropped == {"queue_full": 2, "rejected": 2}
         assert (stats.dead_letters, stats.spooled, stats.recovered) == (2, 0, 0)
+    else:  # rows whose failure may heal are kept for the next run, not dropped
+        assert stats.dropped == {"queue_full": 2}
+        assert (stats.dead_letters, stats.spooled, stats.recovered) == (0, 2, 0)
+    out = stats.sent + stats.filtered + stats.dropped_total + stats.unconfirmed + stats.spooled
+    assert stats.offered + stats.recovered == out
 
 
 @pytest.mark.parametrize("exc", [SystemExit(3), KeyboardInterrupt()], ids=lambda e: type(e).__name__)
