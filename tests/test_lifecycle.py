@@ -405,8 +405,25 @@ async def test_a_raising_log_filter_neither_double_counts_nor_escapes_forward(
     assert stats.offered + stats.recovered == out
 
 
+SPOOL_TRANSFORM_INTERRUPT_BUG = (
+    "with a spool the transform runs in SpoolPump._commit, where nothing catches an interrupt (SystemExit, "
+    "KeyboardInterrupt): on a background thread it ends the pump and the loop, and the rows taken for that "
+    "commit are never counted"
+)
+
+
+@pytest.mark.parametrize(
+    "spool",
+    [
+        "memory",
+        pytest.param("spool", marks=pytest.mark.xfail(strict=True, reason=SPOOL_TRANSFORM_INTERRUPT_BUG)),
+    ],
+    indirect=True,
+)
 @pytest.mark.parametrize("exc", [SystemExit(3), KeyboardInterrupt()], ids=lambda e: type(e).__name__)
-def test_an_interrupt_on_the_background_thread_does_not_end_forwarding(exc: BaseException) -> None:
+def test_an_interrupt_on_the_background_thread_does_not_end_forwarding(
+    exc: BaseException, spool: Path | None
+) -> None:
     def transform(entry: AuditEntry) -> AuditEntry:
         if entry.summary == "interrupt":
             raise exc
@@ -414,7 +431,7 @@ def test_an_interrupt_on_the_background_thread_does_not_end_forwarding(exc: Base
 
     sink = RecordingForwarder()
     one_by_one = {"max_batch_size": 1, "max_request_rows": 1}
-    bg = BackgroundForwarder(BufferingForwarder(sink, transform=transform, **one_by_one)).start()
+    bg = BackgroundForwarder(BufferingForwarder(sink, transform=transform, spool=spool, **one_by_one)).start()
     try:
         bg.forward(AuditEntry("interrupt"))
         bg.forward(AuditEntry("after"))
@@ -423,7 +440,11 @@ def test_an_interrupt_on_the_background_thread_does_not_end_forwarding(exc: Base
     finally:
         stats = bg.close()
     assert [e.summary for e in sink.rows] == ["after", "still open"]
-    assert stats.dropped == {"sink_error": 1}
+    if spool is None:
+        assert stats.dropped == {"sink_error": 1}
+    else:  # the interrupted row alone is lost, and counted (the reason is the fix's to choose)
+        assert stats.dropped_total == 1 and (stats.spooled, stats.dead_letters) == (0, 0)
+        assert stats.offered + stats.recovered == stats.sent + stats.filtered + stats.dropped_total
     assert bg.error is None
 
 
