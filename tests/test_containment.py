@@ -143,6 +143,30 @@ async def test_a_sink_result_that_does_not_add_up_is_fixed(
         assert f"the sink returned {type(result).__name__}, not a SendResult" == stats.last_error
 
 
+@pytest.mark.usefixtures("fast_spool_retries")
+async def test_a_failure_that_may_heal_costs_its_batch_without_a_spool_and_nothing_with_one(
+    spool: Path | None,
+) -> None:
+    sink = ScriptedSink(SendResult.failed("retries_exhausted", 3, "HTTP 503 (ServiceUnavailable)"))
+    fwd = BufferingForwarder(
+        sink, max_batch_size=3, max_request_rows=3, max_interval=FOREVER, max_batches_in_flight=1, spool=spool
+    )
+    async with fwd:
+        for e in [*entries(3, "bad"), *entries(3, "good")]:
+            fwd.forward(e)
+        with anyio.fail_after(10):
+            await sink.seen.wait()  # a second batch went out after the failure
+            assert await fwd.flush() == 0
+    stats = fwd.statistics()
+    if spool is None:
+        assert stats.dropped == {"retries_exhausted": 3} and stats.sent == 3
+        assert [e.summary for e in sink.delivered] == [f"good{i}" for i in range(3)]
+    else:  # kept, retried oldest first once the pause is over, delivered once
+        assert stats.dropped == {} and (stats.sent, stats.spooled, stats.dead_letters) == (6, 0, 0)
+        assert [e.summary for e in sink.delivered] == [f"{p}{i}" for p in ("bad", "good") for i in range(3)]
+    assert_balanced(fwd)
+
+
 # No forwarder, no mode: a unit test of _reconcile, which both pumps apply to a sink's answer.
 def test_reconcile_adds_to_an_existing_sink_error_and_caps_over_reporting() -> None:
     mixed = SendResult(sent=1) + SendResult.failed("sink_error", 1, "the sink's own")
