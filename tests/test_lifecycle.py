@@ -307,15 +307,8 @@ async def test_flush_waits_for_an_older_batch_that_finishes_last(spool: Path | N
         assert results == [0]
 
 
-SPOOL_FLUSH_MID_COMMIT_BUG = (
-    "with a spool, flush() looks at the buffer and the spool's row count only: rows the pump has taken from "
-    "the buffer but not yet committed are in neither, so flush() returns 0 at once while they are undelivered"
-)
-
-
 # Spool only: the window is the spool's group commit (rows out of the buffer, not yet in the file).
 @pytest.mark.anyio
-@pytest.mark.xfail(strict=True, reason=SPOOL_FLUSH_MID_COMMIT_BUG)
 async def test_flush_waits_for_rows_being_committed_to_the_spool(tmp_path: Path) -> None:
     import sqlite3
 
@@ -351,12 +344,6 @@ async def test_flush_waits_for_rows_being_committed_to_the_spool(tmp_path: Path)
     assert returned == [(0, 5)], "flush() returned 0 before the rows being committed were delivered"
 
 
-SPOOL_LOG_FILTER_BUG = (
-    "with a spool, a delivery that fails in a way that may heal is logged by SpoolPump._failed with a bare "
-    "logger.warning: the application's raising log filter escapes the pump and the forwarder's `async with`"
-)
-
-
 @pytest.mark.anyio
 @pytest.mark.parametrize(
     ("spool", "reason"),
@@ -364,9 +351,7 @@ SPOOL_LOG_FILTER_BUG = (
         ("memory", "rejected"),
         ("memory", "retries_exhausted"),
         ("spool", "rejected"),
-        pytest.param(
-            "spool", "retries_exhausted", marks=pytest.mark.xfail(strict=True, reason=SPOOL_LOG_FILTER_BUG)
-        ),
+        ("spool", "retries_exhausted"),
     ],
     indirect=["spool"],
 )
@@ -405,18 +390,11 @@ async def test_a_raising_log_filter_neither_double_counts_nor_escapes_forward(
     assert stats.offered + stats.recovered == out
 
 
-SPOOL_TRANSFORM_INTERRUPT_BUG = (
-    "with a spool the transform runs in SpoolPump._commit, where nothing catches an interrupt (SystemExit, "
-    "KeyboardInterrupt): on a background thread it ends the pump and the loop, and the rows taken for that "
-    "commit are never counted"
-)
-
-
 @pytest.mark.parametrize(
     "spool",
     [
         "memory",
-        pytest.param("spool", marks=pytest.mark.xfail(strict=True, reason=SPOOL_TRANSFORM_INTERRUPT_BUG)),
+        "spool",
     ],
     indirect=True,
 )

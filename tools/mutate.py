@@ -5,6 +5,7 @@ run at once on two cores) and the fast tests run against it with ``PYTHONPATH`` 
 
     python tools/mutate.py                 # every mutant
     python tools/mutate.py -k retry -j 1   # those whose name contains "retry", one at a time
+    python tools/mutate.py --path _core    # those of the files under sentinel_forwarder/_core
     python tools/mutate.py --check         # only check that every mutant applies (exactly once)
 
 Prints one line per mutant (``killed`` or ``SURVIVED``) and exits 1 if any survived.
@@ -54,15 +55,32 @@ MUTANTS = [
     Mutant(
         "spool pump: committed rows go through the stages",
         f"{PKG}/_spool/pump.py",
-        "        staged = await self._stages.run(batch)\n",
-        "        from ._core.stages import Staged\n\n"
-        "        staged = Staged(batch, list(range(len(batch))), [])\n",
+        "            staged = await self._stages.run(batch)\n",
+        "            staged = Staged(batch, list(range(len(batch))), [])\n",
     ),
     Mutant(
         "memory pump: batches reach the sink in the order they were taken",
         f"{PKG}/_core/pump.py",
         "                await self._my_turn(start)\n",
         "",
+    ),
+    Mutant(
+        "spool: flush waits for the rows being committed",
+        f"{PKG}/_spool/pump.py",
+        "        return len(self._buffer.rows) + self._committing + self.spool.rows",
+        "        return len(self._buffer.rows) + self.spool.rows",
+    ),
+    Mutant(
+        "spool: the kept-rows warning never raises",
+        f"{PKG}/_spool/pump.py",
+        "            with contextlib.suppress(Exception):\n                logger.warning(",
+        "            if True:\n                logger.warning(",
+    ),
+    Mutant(
+        "spool: an interrupt from the transform costs only the rows it hit",
+        f"{PKG}/_spool/pump.py",
+        "            staged, lost = await self._stage_rows_alone(batch)\n",
+        "            raise\n",
     ),
     Mutant(
         "delivery: a heartbeat goes through the work scope",
@@ -869,9 +887,10 @@ def main() -> int:
     )
     parser.add_argument("-k", default="", help="only mutants whose name contains this")
     parser.add_argument("-j", type=int, default=2, help="mutants at once (default 2)")
+    parser.add_argument("--path", default="", help="only mutants of files whose path contains this")
     parser.add_argument("--check", action="store_true", help="only check that each mutant applies once")
     args = parser.parse_args()
-    chosen = [m for m in MUTANTS if args.k in m.name]
+    chosen = [m for m in MUTANTS if args.k in m.name and args.path in m.path]
     if args.check:
         stale = [m for m in chosen if applies(m) != 1]
         for m in stale:

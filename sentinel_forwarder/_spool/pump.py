@@ -39,11 +39,11 @@ import anyio
 from anyio.abc import TaskGroup
 
 from .._core.buffer import Buffer
-from .._core.delivery import Delivery
+from .._core.delivery import Delivery, reraise_interrupt
 from .._core.ledger import Ledger
 from .._core.pump import Batching
 from .._core.scopes import WorkScopes
-from .._core.stages import Stages
+from .._core.stages import Staged, Stages
 from .._evidence.chain import ChainHead
 from .._model.entry import AuditEntry, Severity
 from .._model.protocol import DropReason, RowOutcome, SendResult
@@ -146,6 +146,7 @@ class SpoolPump:
         self._durable_waiters: list[tuple[int, Callable[[bool], None]]] = []
         self._waiters_lock = threading.Lock()
         self._flush_waiters: list[anyio.Event] = []
+        self._committing = 0  # rows taken from the buffer for the commit under way
 
     # -- spool operations, on the spool's own thread ----------------------------------------------------
 
@@ -319,9 +320,29 @@ class SpoolPump:
 
     async def _commit(self) -> None:
         start, batch = self._buffer.take(COMMIT_ROWS)
-        staged = await self._stages.run(batch)
+        self._committing = len(batch)  # neither in the buffer nor in the spool: flush() waits for them
+        try:
+            await self._commit_taken(start, batch)
+        finally:
+            self._committing = 0
+
+    async def _commit_taken(self, start: int, batch: list[AuditEntry]) -> None:
+        interrupt: BaseException | None = None
+        lost: list[int] = []
+        try:
+            staged = await self._stages.run(batch)
+        except BaseException as exc:
+            # An interrupt from the transform (or a bug in the stages). A commit holds many batches' rows:
+            # stage them one at a time, so that only the rows it fails on are lost (counted), as a batch
+            # of the memory pump would be; the pump goes on, and re-raises an interrupt on the main thread
+            # once this commit is counted. (The transform runs again for the rows before the failing one.)
+            interrupt = exc
+            staged, lost = await self._stage_rows_alone(batch)
+            error = self._delivery.contain(exc, "the rows it failed on are dropped (sink_error)")
+            self._ledger.lost(len(lost), "sink_error", error)
         rows, kept = staged.rows, staged.kept
-        failed: set[int] = {start + 1 + i for i in staged.refused}  # filtered rows are settled, not failed
+        # Filtered rows are settled, not failed.
+        failed: set[int] = {start + 1 + i for i in (*staged.refused, *lost)}
         records: list[tuple[int, bytes]] = []
         entries: list[AuditEntry] = []
         positions: list[int] = []
@@ -356,6 +377,25 @@ class SpoolPump:
                 self._remember(appended, entries, [data for _, data in records], positions, failed)
         self.resolve_durable(start + len(batch), failed)
         self._buffer.set_wakeup()
+        reraise_interrupt(interrupt)
+
+    async def _stage_rows_alone(self, batch: list[AuditEntry]) -> tuple[Staged, list[int]]:
+        """Run the stages on each row of *batch* alone. -> (what they made of the rows that passed, the
+        positions of the rows they raised on)"""
+        rows: list[AuditEntry] = []
+        kept: list[int] = []
+        refused: list[int] = []
+        lost: list[int] = []
+        for position, entry in enumerate(batch):
+            try:
+                one = await self._stages.run([entry])
+            except BaseException:
+                lost.append(position)
+                continue
+            rows += one.rows
+            kept += [position] * len(one.kept)
+            refused += [position] * len(one.refused)
+        return Staged(rows, kept, refused), lost
 
     def _remember(
         self,
@@ -477,14 +517,16 @@ class SpoolPump:
         self._ledger.error(result.error)
         if now - self._kept_logged >= 60.0 or self._failures == 1:
             self._kept_logged = now
-            logger.warning(
-                "sentinel-forwarder: %d rows stay in the spool and will be retried in %.0f s (%s); "
-                "%d rows are spooled",
-                kept,
-                max(self._backoff_until - now, 0.0),
-                result.error,
-                self.spool.rows,
-            )
+            # The application's handlers and filters run here; if one raises, the pump goes on.
+            with contextlib.suppress(Exception):
+                logger.warning(
+                    "sentinel-forwarder: %d rows stay in the spool and will be retried in %.0f s (%s); "
+                    "%d rows are spooled",
+                    kept,
+                    max(self._backoff_until - now, 0.0),
+                    result.error,
+                    self.spool.rows,
+                )
 
     def _succeeded(self) -> None:
         if self._probing and not self._rewind:
@@ -523,8 +565,12 @@ class SpoolPump:
                 )
         self.oldest = await self._io(self.spool.oldest)  # type: ignore[assignment]
 
+    def _waiting(self) -> int:
+        """Rows not yet delivered: in the buffer, being committed, or in the spool."""
+        return len(self._buffer.rows) + self._committing + self.spool.rows
+
     def _check_flushes(self) -> None:
-        if not self._buffer.rows and not self.spool.rows:
+        if not self._waiting():
             self.finish()
 
     # -- flush -------------------------------------------------------------------------------------------
@@ -532,7 +578,7 @@ class SpoolPump:
     async def flush(self, timeout: float | None) -> int:  # noqa: ASYNC109
         """Wait until the buffer and the spool are empty (rows offered meanwhile included). -> rows still
         waiting in them."""
-        if self._buffer.rows or self.spool.rows:
+        if self._waiting():
             waiter = anyio.Event()
             self._flush_waiters.append(waiter)
             self._buffer.set_wakeup()
@@ -542,7 +588,7 @@ class SpoolPump:
             finally:
                 with contextlib.suppress(ValueError):
                     self._flush_waiters.remove(waiter)
-        return len(self._buffer.rows) + self.spool.rows
+        return self._waiting()
 
     def finish(self) -> None:
         for event in self._flush_waiters:
