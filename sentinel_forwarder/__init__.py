@@ -9,6 +9,7 @@ from ._forwarders.background import BackgroundForwarder
 from ._forwarders.buffering import (
     DEFAULT_MAX_BATCHES_IN_FLIGHT,
     DEFAULT_MAX_REQUEST_ROWS,
+    DEFAULT_MAX_REQUESTS_PER_MINUTE,
     BufferingForwarder,
     ForwarderStatistics,
 )
@@ -25,6 +26,7 @@ __all__ = [
     "AUDIT_TABLE",
     "CLOUD_AUDIENCES",
     "DEFAULT_MAX_BATCHES_IN_FLIGHT",
+    "DEFAULT_MAX_REQUESTS_PER_MINUTE",
     "DEFAULT_MAX_REQUEST_ROWS",
     "DROP_REASONS",
     "MAX_REQUEST_BYTES",

@@ -26,13 +26,26 @@ HANG = 30
 
 
 async def test_a_retry_after_past_the_budget_drops_at_once(emu: Emulator) -> None:
-    emu.faults.fail_next(1, 429, retry_after=60)
+    # A failure (502) that asks for more than the budget has left: waiting would only delay the same drop.
+    emu.faults.fail_next(1, 502, retry_after=60)
     with anyio.fail_after(HANG):
         stats = await forward_all(sink_for(emu, retry_timeout=2), rows(5))
     assert stats.dropped == {"retries_exhausted": 5}
     assert emu.stats().requests == 1
     assert "asked to retry after 60 s" in (stats.last_error or "")
-    assert "HTTP 429" in (stats.last_error or "")
+    assert "HTTP 502" in (stats.last_error or "")
+    assert stats.throttles == 0
+
+
+async def test_a_throttle_past_the_budget_waits_as_asked_and_lands(emu: Emulator) -> None:
+    """retry_timeout bounds failures, not throttling: a 429 asking for more than the budget has left is
+    waited out, the rows land, and the forwarder counts the throttle."""
+    emu.faults.fail_next(1, 429, retry_after=2)
+    with anyio.fail_after(HANG):
+        stats = await forward_all(sink_for(emu, retry_timeout=0.5), rows(5))
+    assert stats.sent == 5 and stats.dropped == {}
+    assert emu.stats().requests == 2
+    assert stats.throttles == 1 and stats.throttled_seconds >= 2.0
 
 
 async def test_read_timeouts_make_rows_unconfirmed_not_dropped(emu: Emulator) -> None:

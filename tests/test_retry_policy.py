@@ -126,14 +126,62 @@ def test_every_timeout_is_clamped_to_what_is_left_of_the_budget() -> None:
 
 
 def test_a_retry_after_longer_than_what_is_left_ends_the_retries_at_once() -> None:
+    # A failure (here a 502) that asks for more than is left: waiting it would only delay the same drop.
     clock = Clock()
-    script = Script(clock, Answer(429, {"Retry-After": "60"}), Answer(204))
+    script = Script(clock, Answer(502, {"Retry-After": "60"}), Answer(204))
     record = RetryRecord()
     response = send(make_policy(clock, budget=1.0), script, record)()
-    assert response.http_response.status_code == 429
+    assert response.http_response.status_code == 502
     assert clock.slept == []
-    assert record.attempts == 1
+    assert record.attempts == 1 and record.throttled is None
     assert "asked to retry after 60 s, more than the 1.0 s left" in (record.stopped or "")
+
+
+@pytest.mark.parametrize(
+    ("throttle", "asked"),
+    [(Answer(429, {"Retry-After": "60"}), 60.0), (Answer(503, {"Retry-After": "45"}), 45.0)],
+    ids=["429", "503 with Retry-After"],
+)
+def test_throttling_waits_as_asked_without_spending_the_budget_or_the_retries(
+    throttle: Answer, asked: float
+) -> None:
+    """retry_timeout bounds failures, not throttling: the wait the service asks for is added to the deadline
+    and is not a retry; the record says the service throttled, for the forwarder's gate."""
+    clock = Clock()
+    script = Script(clock, throttle, throttle, Answer(204))
+    record = RetryRecord()
+    response = send(make_policy(clock, budget=1.0, max_retries=0), script, record)()
+    assert response.http_response.status_code == 204
+    assert clock.slept == [asked, asked]
+    assert record.throttled == asked and record.throttled_wait == 2 * asked and record.stopped is None
+
+
+def test_a_429_without_retry_after_backs_off_and_says_it_was_throttled() -> None:
+    clock = Clock()
+    script = Script(clock, Answer(429), Answer(204))
+    record = RetryRecord()
+    send(make_policy(clock, budget=1.0, max_retries=0, backoff=0.5), script, record)()
+    assert clock.slept == [0.5] and record.throttled == 0.0
+
+
+def test_a_503_without_retry_after_is_a_failure_not_a_throttle() -> None:
+    clock = Clock()
+    script = Script(clock, Answer(503), Answer(204))
+    record = RetryRecord()
+    response = send(make_policy(clock, max_retries=0), script, record)()
+    assert response.http_response.status_code == 503 and record.throttled is None
+
+
+def test_a_service_that_throttles_past_the_patience_ends_the_retries() -> None:
+    from sentinel_forwarder._sinks.azure.retry import THROTTLE_PATIENCE
+
+    clock = Clock()
+    long = Answer(429, {"Retry-After": str(int(THROTTLE_PATIENCE / 2) + 1)})
+    script = Script(clock, long, long, Answer(204))
+    record = RetryRecord()
+    response = send(make_policy(clock), script, record)()
+    assert response.http_response.status_code == 429
+    assert len(clock.slept) == 1 and "kept throttling" in (record.stopped or "")
 
 
 def test_a_retry_after_within_the_budget_is_honoured() -> None:

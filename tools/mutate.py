@@ -39,6 +39,61 @@ class Mutant:
 
 
 MUTANTS = [
+    # -- fleet delivery: the throttle gate and the request budget (issue 19) -------------------------------
+    Mutant(
+        "throttle: new requests wait while the gate is closed",
+        f"{PKG}/_core/delivery.py",
+        "        wait = self.gate.delay()\n",
+        "        wait = 0.0\n",
+    ),
+    Mutant(
+        "throttle: the memory pump waits before it takes",
+        f"{PKG}/_core/pump.py",
+        "        await self._admitted()\n",
+        "",
+    ),
+    Mutant(
+        "throttle: the spool pump waits before it takes",
+        f"{PKG}/_spool/pump.py",
+        "            wait = self._delivery.delay(full=full)\n",
+        "",
+    ),
+    Mutant(
+        "throttle: the budget halves when throttled",
+        f"{PKG}/_core/throttle.py",
+        "            self._rate = max(self._rate * _DECREASE, self._floor)",
+        "            pass",
+    ),
+    Mutant(
+        "throttle: each request spends the budget",
+        f"{PKG}/_core/delivery.py",
+        "            self.budget.spend()",
+        "            pass",
+    ),
+    Mutant(
+        "throttle: a request that is not full waits for the budget",
+        f"{PKG}/_core/delivery.py",
+        "        if self.budget is not None and not full:",
+        "        if False:",
+    ),
+    Mutant(
+        "throttle: a throttle is not charged to the retry budget",
+        f"{PKG}/_sinks/azure/retry.py",
+        "                deadline += wait\n",
+        "",
+    ),
+    Mutant(
+        "throttle: the sink tells the forwarder it was throttled",
+        f"{PKG}/_sinks/azure/sink.py",
+        "            return replace(result, retry_after=record.throttled)",
+        "            return result",
+    ),
+    Mutant(
+        "throttle: the gate never shortens a pause",
+        f"{PKG}/_core/throttle.py",
+        "            if until > self._until:\n                self._until = until",
+        "            self._until = until",
+    ),
     # -- the engine's parts (issue 18) ---------------------------------------------------------------------
     Mutant(
         "ledger: rows left in the buffer at close are counted",
@@ -176,7 +231,7 @@ MUTANTS = [
     Mutant(
         "reconcile checks the result type",
         f"{PKG}/_model/protocol.py",
-        "        if not isinstance(result, SendResult):\n            return SendResult.failed(",
+        "        if not isinstance(answer, SendResult):\n            return SendResult.failed(",
         "        if False:\n            return SendResult.failed(",
     ),
     Mutant(

@@ -46,6 +46,7 @@ def build_forwarder(
         max_interval=settings.max_interval,
         capacity=settings.capacity,
         max_batches_in_flight=settings.max_batches_in_flight,
+        max_requests_per_minute=settings.max_requests_per_minute,
         drain_timeout=settings.drain_timeout,
         min_severity=settings.min_severity,
         transform=transform,

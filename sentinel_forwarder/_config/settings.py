@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from .._core.throttle import DEFAULT_MAX_REQUESTS_PER_MINUTE
 from .._forwarders.buffering import (
     DEFAULT_CAPACITY,
     DEFAULT_DRAIN_TIMEOUT,
@@ -185,6 +186,7 @@ _PARSERS: Mapping[str, Callable[[str], Any]] = {
     "max_interval": _positive_float,
     "capacity": _positive_int,
     "max_batches_in_flight": _positive_int,
+    "max_requests_per_minute": _non_negative_float,
     "drain_timeout": _non_negative_float,
     "retry_timeout": _positive_float,
     "min_severity": _severity,
@@ -218,6 +220,7 @@ _VALID: Mapping[str, str] = {
     "max_interval": f"{_SECONDS}, more than 0",
     "capacity": "a whole number of rows, at least 1, e.g. 10000",
     "max_batches_in_flight": "a whole number, at least 1, e.g. 4",
+    "max_requests_per_minute": "a number of requests a minute, 0 or more (0: no budget), e.g. 150",
     "drain_timeout": f"{_SECONDS}, 0 or more",
     "retry_timeout": f"{_SECONDS}, more than 0",
     "min_severity": "None, Low, Medium, High or Critical (any case), or 0 to 4",
@@ -252,6 +255,8 @@ class ForwarderSettings:
     max_interval: float = DEFAULT_MAX_INTERVAL
     capacity: int = DEFAULT_CAPACITY
     max_batches_in_flight: int = DEFAULT_MAX_BATCHES_IN_FLIGHT
+    #: Requests a minute this instance allows itself (0: no budget); see docs/fleet.md.
+    max_requests_per_minute: float = DEFAULT_MAX_REQUESTS_PER_MINUTE
     drain_timeout: float = DEFAULT_DRAIN_TIMEOUT
     retry_timeout: float = DEFAULT_RETRY_TIMEOUT
     min_severity: Severity = Severity.NONE

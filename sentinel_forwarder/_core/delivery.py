@@ -1,11 +1,13 @@
-"""The one send path of every pump: send → reconcile → contain → back off.
+"""The one send path of every pump: admit → send → reconcile → contain → back off.
 
-A pump hands a batch (and, from a spool, the JSON stored for each row) to :meth:`Delivery.send`, which calls
-the sink inside a shielded work scope, makes its answer account for exactly the rows given
-(:meth:`SendResult.reconcile`), and contains whatever the sink raises: the outcome comes back as an
-:class:`Attempt`, for the pump to count (memory) or settle (spool). After a sink raised, :meth:`backoff`
-says how long to wait before the next batch (doubling per consecutive failure, full jitter), so a broken
-sink is not called in a tight loop.
+Before it takes a batch, a pump asks :meth:`Delivery.delay` how long to wait: while the service throttles
+(the gate) and, for a batch that is not full, until the request budget allows another request
+(``_core/throttle.py``). It then hands the batch (and, from a spool, the JSON stored for each row) to
+:meth:`Delivery.send`, which calls the sink inside a shielded work scope, makes its answer account for
+exactly the rows given (:meth:`SendResult.reconcile`), heeds a throttle the answer reports, and contains
+whatever the sink raises: the outcome comes back as an :class:`Attempt`, for the pump to count (memory) or
+settle (spool). After a sink raised, :meth:`backoff` says how long to wait before the next batch (doubling
+per consecutive failure, full jitter), so a broken sink is not called in a tight loop.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from .._model.protocol import AuditForwarder, SendResult
 from .._util.ratelimited import ErrorLog
 from .scopes import WorkScopes
 from .stages import INTERRUPTS
+from .throttle import RequestBudget, ThrottleGate
 
 #: After a sink raised, the pump waits up to this (doubling per consecutive failure, full jitter) before the
 #: next batch.
@@ -43,6 +46,8 @@ class Attempt:
     raised: BaseException | None = None
     #: Why, when the sink raised: the error the rows are counted with.
     error: str = ""
+    #: The service throttled this delivery: seconds added to the pause of new requests (``None``: it did not).
+    throttled: float | None = None
 
     def reraise_interrupt(self) -> None:
         """Re-raise a ``KeyboardInterrupt``/``SystemExit`` the sink raised, once the rows are counted."""
@@ -74,10 +79,16 @@ class Delivery:
         scopes: WorkScopes,
         errors: ErrorLog,
         *,
+        gate: ThrottleGate | None = None,
+        budget: RequestBudget | None = None,
         jitter: Callable[[], float] = random.random,
     ) -> None:
         self._sink = sink
         self._scopes = scopes
+        #: Closed while the service asked to wait: no new request goes.
+        self.gate = gate or ThrottleGate()
+        #: This instance's request budget (``None``: no budget).
+        self.budget = budget
         #: Where a sink's exceptions (and the pump's own) are logged, rate-limited.
         self.errors = errors
         self._jitter = jitter
@@ -94,6 +105,8 @@ class Delivery:
         """
         started = time.perf_counter()
         result: SendResult | None = None
+        if self.budget is not None:
+            self.budget.spend()
         try:
             with self._scopes.shielded():
                 send = getattr(self._sink, "send_encoded", None) if encoded is not None else None
@@ -104,7 +117,31 @@ class Delivery:
             error = self.contain(exc, fate)
             failed = SendResult.failed("sink_error", len(rows), error)
             return Attempt(failed, time.perf_counter() - started, exc, error)
-        return Attempt(result, time.perf_counter() - started)
+        elapsed = time.perf_counter() - started
+        return Attempt(result, elapsed, throttled=None if result is None else self._heed(result))
+
+    def delay(self, *, full: bool = False) -> float:
+        """Seconds the next delivery should wait: while the gate is closed, and, for a delivery that is not
+        full, until the budget has a token (meanwhile more rows arrive and the request grows). 0: go."""
+        wait = self.gate.delay()
+        if self.budget is not None and not full:
+            wait = max(wait, self.budget.delay())
+        return wait
+
+    def rate(self) -> float | None:
+        """The request budget's current rate, requests a minute (``None``: no budget)."""
+        return None if self.budget is None else self.budget.rate
+
+    def _heed(self, result: SendResult) -> float | None:
+        """Close the gate and lower the rate if the service throttled this delivery, else raise the rate
+        (pure logic: nothing here can fail). -> seconds added to the pause, ``None`` if not throttled"""
+        if result.retry_after is None:
+            if self.budget is not None:
+                self.budget.succeeded()
+            return None
+        if self.budget is not None:
+            self.budget.throttled()
+        return self.gate.close_for(result.retry_after)
 
     def contain(self, exc: BaseException, fate: str) -> str:
         """A delivery raised (a bug in the sink or in ours, a foreign cancellation, an interrupt): note it,

@@ -54,6 +54,8 @@ class Ledger:
         self._last_success: float | None = None  # time.time() of the last delivery that landed rows
         self._failures_in_a_row = 0  # deliveries that did not land every row, since the last that did
         self._closed = False
+        self._throttles = 0
+        self._throttled_seconds = 0.0
 
     # -- counting ----------------------------------------------------------------------------------------
 
@@ -114,6 +116,16 @@ class Ledger:
                 self._batches_sent += 1
         self.reporter.result(result, elapsed)
 
+    def throttled(self, seconds: float | None, rate: float | None) -> None:
+        """The service throttled a delivery (already counted): new requests pause *seconds* more; the request
+        rate is now *rate* a minute (``None``: no budget). Nothing if *seconds* is ``None``."""
+        if seconds is None:
+            return
+        with self.lock:
+            self._throttles += 1
+            self._throttled_seconds += seconds
+        self.reporter.throttled(seconds, rate)
+
     def error(self, error: str | None) -> None:
         """Note the last error without counting rows (a spool keeps the rows of a failed delivery)."""
         with self.lock:
@@ -155,6 +167,8 @@ class Ledger:
                 batches_sent=self._batches_sent,
                 batches_failed=self._batches_failed,
                 last_error=self._last_error,
+                throttles=self._throttles,
+                throttled_seconds=self._throttled_seconds,
                 **extra,
             )
 

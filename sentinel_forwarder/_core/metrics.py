@@ -13,8 +13,10 @@ from __future__ import annotations
 __all__ = ["METER_NAME", "ForwarderAttributes", "Instruments", "Reporter", "instruments_for"]
 
 import contextlib
+import logging
 import os
 import threading
+import time
 import weakref
 from collections.abc import Callable, Iterable, Mapping
 from typing import Protocol
@@ -25,6 +27,10 @@ from .._model.entry import Severity
 from .._model.protocol import DROP_REASONS, DropReason, SendResult
 from .._util.ratelimited import DropLog
 from .._util.version import VERSION
+
+logger = logging.getLogger("sentinel_forwarder")
+#: Seconds between two "being throttled" warnings.
+THROTTLE_LOG_INTERVAL = 60.0
 
 METER_NAME = "sentinel_forwarder"
 
@@ -39,6 +45,10 @@ class _Observed(Protocol):
 
     def spool_gauges(self) -> tuple[int, int, float, int] | None:
         """(rows, bytes, age in seconds of the oldest row, dead letters) of the spool, if there is one."""
+        ...
+
+    def request_rate(self) -> float | None:
+        """The request budget's current rate, requests a minute (``None``: no budget)."""
         ...
 
 
@@ -68,7 +78,18 @@ class Instruments:
             unit="s",
             description="Time to deliver one batch, retries included.",
         )
+        self.throttled = meter.create_counter(
+            "audit.forward.throttled",
+            unit="s",
+            description="Seconds new requests were paused because the service throttled (429, 503).",
+        )
         self._observed: weakref.WeakSet[_Observed] = weakref.WeakSet()
+        meter.create_observable_gauge(
+            "audit.forward.request_rate",
+            callbacks=[self._observe_rate],
+            unit="{request}/min",
+            description="The request budget's current rate (lowered after a throttle, raised back slowly).",
+        )
         meter.create_observable_gauge(
             "audit.forward.queue.depth",
             callbacks=[self._observe_depth],
@@ -106,6 +127,14 @@ class Instruments:
             return found
 
         return observe
+
+    def _observe_rate(self, options: metrics.CallbackOptions) -> Iterable[metrics.Observation]:
+        found = []
+        for f in list(self._observed):
+            rate = f.request_rate()
+            if rate is not None:
+                found.append(metrics.Observation(rate, {"forwarder.name": f.name}))
+        return found
 
     def _observe_depth(self, options: metrics.CallbackOptions) -> Iterable[metrics.Observation]:
         return [
@@ -157,10 +186,40 @@ class Reporter:
     :param drop_log: where drops and unconfirmed rows are logged (rate-limited).
     """
 
-    def __init__(self, instruments: Instruments, name: str, drop_log: DropLog) -> None:
+    def __init__(
+        self,
+        instruments: Instruments,
+        name: str,
+        drop_log: DropLog,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.instruments = instruments
         self.attributes = ForwarderAttributes(name)
         self.drop_log = drop_log
+        self._clock = clock
+        self._throttle_logged = float("-inf")
+        self._throttles_held = 0
+
+    def throttled(self, seconds: float, rate: float | None) -> None:
+        """The service throttled a delivery: the metric, and a WARNING at most once a minute."""
+        with contextlib.suppress(Exception):
+            self.instruments.throttled.add(seconds, self.attributes.base)
+        now = self._clock()
+        self._throttles_held += 1
+        if now - self._throttle_logged < THROTTLE_LOG_INTERVAL:
+            return
+        self._throttle_logged, held, self._throttles_held = now, self._throttles_held, 0
+        budget = "" if rate is None else f"; this instance's request rate is lowered to {rate:.0f}/min"
+        with contextlib.suppress(Exception):  # the application's handlers and filters
+            logger.warning(
+                "sentinel-forwarder is being throttled by the service (%d time%s since the last such "
+                "line): new requests pause for %.1f s, rows wait and are coalesced into fuller requests%s",
+                held,
+                "" if held == 1 else "s",
+                seconds,
+                budget,
+            )
 
     def dropped(self, reason: DropReason, count: int, detail: str | None, severity: Severity | None) -> None:
         with contextlib.suppress(Exception):

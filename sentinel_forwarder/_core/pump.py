@@ -31,6 +31,8 @@ from .scopes import WorkScopes
 from .stages import Stages
 
 _NO_EXTRA: Mapping[str, Any] = MappingProxyType({})
+#: While a batch waits for the request budget, how often (seconds) it looks whether it filled up.
+ADMISSION_POLL = 0.05
 
 
 @dataclass(frozen=True)
@@ -195,12 +197,24 @@ class MemoryPump:
             if timeout <= 0:
                 break
             await buffer.wait(min(timeout, self._ledger.logs_due_in()))
+        await self._admitted()
         # Coalesce what waits, up to a request; in flight from the moment it leaves the buffer.
         start, rows = buffer.take(batching.max_request_rows, self._in_flight_starts.add)
         self._turns.append((start, anyio.Event()))
         if len(self._turns) == 1:
             self._turns[0][1].set()
         return start, rows
+
+    async def _admitted(self) -> None:
+        """Wait while the service throttles, and for the request budget unless the request will be full;
+        rows that arrive meanwhile join it (up to ``max_request_rows``)."""
+        buffer, full = self._buffer, self._batching.max_request_rows
+        while True:
+            wait = self._delivery.delay(full=len(buffer.rows) >= full or not buffer.accepting)
+            if wait <= 0:
+                return
+            # Look again soon: the request may fill up meanwhile, and then it goes.
+            await anyio.sleep(min(wait, ADMISSION_POLL))
 
     async def _deliver(self, batch: list[AuditEntry], start: int, slots: anyio.Semaphore) -> None:
         ledger = self._ledger
@@ -224,6 +238,7 @@ class MemoryPump:
                     elif attempt.result is not None:
                         pending = 0
                         ledger.delivered(attempt.result, attempt.elapsed)
+                        ledger.throttled(attempt.throttled, self._delivery.rate())
                     # else: cut short at the drain deadline (pending, handed)
                 else:
                     pending = 0

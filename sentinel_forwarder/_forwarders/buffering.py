@@ -22,6 +22,7 @@ __all__ = [
     "DEFAULT_MAX_BATCHES_IN_FLIGHT",
     "DEFAULT_MAX_BATCH_SIZE",
     "DEFAULT_MAX_INTERVAL",
+    "DEFAULT_MAX_REQUESTS_PER_MINUTE",
     "DEFAULT_MAX_REQUEST_ROWS",
     "DEFAULT_SPOOL_MAX_AGE",
     "DEFAULT_SPOOL_MAX_BYTES",
@@ -47,6 +48,7 @@ from .._core.metrics import Reporter, instruments_for
 from .._core.pump import Batching, MemoryPump, Pump
 from .._core.scopes import WorkScopes
 from .._core.stages import Stages, Transform
+from .._core.throttle import DEFAULT_MAX_REQUESTS_PER_MINUTE, RequestBudget
 from .._evidence.chain import Key
 from .._evidence.heartbeat import Evidence, default_application
 from .._model.entry import AuditEntry, Severity
@@ -131,6 +133,11 @@ class BufferingForwarder:
     :param heartbeat_interval: seconds between heartbeat rows sent to *inner* (and one more at close);
         ``None`` (the default here; ``add_sentinel_forwarder`` sends one every 60 s) or 0: none.
     :param application: the application name heartbeat rows carry; the program's name by default.
+    :param max_requests_per_minute: this instance's request budget: a request that is not full
+        (``max_request_rows``) waits for it, so rows coalesce instead of multiplying requests; the rate
+        halves when the service throttles and comes back slowly (docs/fleet.md). ``None`` or 0: no budget.
+        Whatever the budget, when the service throttles (429, or 503 with ``Retry-After``) every new request
+        of this forwarder pauses for the time it asked.
     """
 
     def __init__(
@@ -154,6 +161,7 @@ class BufferingForwarder:
         chain_key: Key | None = None,
         heartbeat_interval: float | None = None,
         application: str | None = None,
+        max_requests_per_minute: float | None = DEFAULT_MAX_REQUESTS_PER_MINUTE,
     ) -> None:
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be at least 1, not {max_batch_size}")
@@ -177,6 +185,9 @@ class BufferingForwarder:
             raise ValueError(f"spool_max_age must be positive, not {spool_max_age}")
         if heartbeat_interval is not None and not heartbeat_interval >= 0:
             raise ValueError(f"heartbeat_interval must not be negative, not {heartbeat_interval}")
+        if max_requests_per_minute is not None and not max_requests_per_minute >= 0:
+            raise ValueError(f"max_requests_per_minute must not be negative, not {max_requests_per_minute}")
+        self._max_requests_per_minute = max_requests_per_minute or None
         self._spool_dir = None if spool is None else os.fspath(spool)
         self._spool_max_bytes = spool_max_bytes
         self._spool_max_age = float(spool_max_age)
@@ -222,7 +233,10 @@ class BufferingForwarder:
         self._buffer = buffer = Buffer(self._batching.capacity, self._batching.max_batch_size, ledger.lock)
         buffer.on_wake_unbound = self._start_fork_child
         self._scopes = scopes = WorkScopes()
-        self._delivery = delivery = Delivery(self._inner, scopes, errors)
+        rpm = self._max_requests_per_minute
+        self._delivery = delivery = Delivery(
+            self._inner, scopes, errors, budget=None if rpm is None else RequestBudget(rpm)
+        )
         self._evidence = evidence = Evidence(
             delivery.send_uncounted,
             self.statistics,
@@ -416,7 +430,14 @@ class BufferingForwarder:
             spool=self._pump.durable,
             spooled=stats.spooled,
             dead_letters=stats.dead_letters,
+            throttled=self._delivery.gate.delay() > 0,
+            request_rate=self.request_rate(),
         )
+
+    def request_rate(self) -> float | None:
+        """The request budget's current rate, requests a minute (``None``: no budget)."""
+        budget = self._delivery.budget
+        return None if budget is None else budget.rate
 
     def spool_gauges(self) -> tuple[int, int, float, int] | None:
         """For the spool gauges: (rows, bytes, oldest row's age in seconds, dead letters); ``None``

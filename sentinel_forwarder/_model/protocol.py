@@ -77,6 +77,10 @@ class SendResult:
     outcomes: tuple[RowOutcome, ...] | None = None
     #: The service's answer for single rows, by their position in the batch (refused rows), where known.
     row_errors: Mapping[int, str] = field(default_factory=lambda: _NO_ROW_ERRORS)
+    #: The service throttled this delivery (HTTP 429, or 503 with ``Retry-After``): the seconds it asked the
+    #: client to wait (0.0 if it did not say), whatever became of the rows. The forwarder then pauses all
+    #: new requests and lowers its request rate; ``None``: not throttled.
+    retry_after: float | None = None
 
     @property
     def total(self) -> int:
@@ -99,7 +103,7 @@ class SendResult:
         return cls(unconfirmed=count, error=error)
 
     @staticmethod
-    def reconcile(result: Any, count: int) -> SendResult:
+    def reconcile(answer: Any, count: int) -> SendResult:
         """Make a sink's *result* account for exactly *count* rows; what it got wrong is ``sink_error``.
 
         Over-reporting is capped (sent first, then drops, then unconfirmed); unknown reasons, negative
@@ -107,11 +111,16 @@ class SendResult:
         rows ``sink_error``; per-row outcomes that do not add up to the counts are discarded (a spool then
         treats the batch as a whole).
         """
-        if not isinstance(result, SendResult):
+        if not isinstance(answer, SendResult):
             return SendResult.failed(
-                "sink_error", count, f"the sink returned {type(result).__name__}, not a SendResult"
+                "sink_error", count, f"the sink returned {type(answer).__name__}, not a SendResult"
             )
+        result: SendResult = answer
         known = all(r in DROP_REASONS and n >= 0 for r, n in result.dropped.items())
+        if result.retry_after is not None and not (
+            isinstance(result.retry_after, (int, float)) and result.retry_after >= 0
+        ):
+            result = replace(result, retry_after=0.0)  # throttled, but the sink's number is unusable
         if known and result.total == count and result.sent >= 0 and result.unconfirmed >= 0:
             if result.outcomes is not None and not result._outcomes_agree():
                 return replace(result, outcomes=None)
@@ -135,7 +144,14 @@ class SendResult:
         if left:
             dropped["sink_error"] = dropped.get("sink_error", 0) + left
             errors["sink_error"] = message
-        return SendResult(sent, MappingProxyType(dropped), result.error or message, unconfirmed, errors)
+        return SendResult(
+            sent,
+            MappingProxyType(dropped),
+            result.error or message,
+            unconfirmed,
+            errors,
+            retry_after=result.retry_after,
+        )
 
     def _outcomes_agree(self) -> bool:
         """Whether the per-row outcomes add up to the counts."""
@@ -183,6 +199,7 @@ class SendResult:
             row_errors = MappingProxyType(
                 {**self.row_errors, **{shift + i: m for i, m in other.row_errors.items()}}
             )
+        waits = [w for w in (self.retry_after, other.retry_after) if w is not None]
         return SendResult(
             self.sent + other.sent,
             MappingProxyType(dropped),
@@ -191,6 +208,7 @@ class SendResult:
             MappingProxyType({**self.errors, **other.errors}),
             outcomes,
             row_errors,
+            max(waits) if waits else None,
         )
 
 

@@ -52,6 +52,10 @@ class ForwarderStatistics:
     dead_letters: int = 0
     #: With a spool: rows taken over from an earlier run or a dead process (delivered as if offered now).
     recovered: int = 0
+    #: Deliveries the service throttled (429, or 503 with ``Retry-After``).
+    throttles: int = 0
+    #: Seconds new requests were paused because the service throttled.
+    throttled_seconds: float = 0.0
 
     @property
     def dropped_total(self) -> int:
@@ -87,6 +91,10 @@ class ForwarderHealth:
     spooled: int
     #: With a spool: rows the service refused, kept as dead letters.
     dead_letters: int
+    #: The service is throttling: new requests are paused until the time it asked for.
+    throttled: bool = False
+    #: The request budget's current rate, requests a minute (``None``: no budget).
+    request_rate: float | None = None
 
     @property
     def ready(self) -> bool:

@@ -250,7 +250,13 @@ class SpoolPump:
             await self._commit()
             return 0
         await self._maintain()
-        wait = self._due(not self._buffer.accepting)
+        closing = not self._buffer.accepting
+        wait = self._due(closing)
+        if wait == 0:
+            # While the service throttles, nothing goes; a request that is not full also waits for the
+            # request budget, and grows meanwhile (rows read back from disk come in full requests).
+            full = closing or self._from_disk or len(self._cache) >= self._batching.max_request_rows
+            wait = self._delivery.delay(full=full)
         if wait == 0:
             batch = await self._take()
             if batch is not None:
@@ -446,6 +452,7 @@ class SpoolPump:
                 attempt.reraise_interrupt()
             elif attempt.result is not None:
                 await self._settle_safely(ids, attempt.result, attempt.elapsed)
+                self._ledger.throttled(attempt.throttled, self._delivery.rate())
             # else: abandoned at the drain deadline; the rows stay spooled for the next run
         finally:
             del self._busy[ids[0]]

@@ -20,6 +20,7 @@ __all__ = [
     "DEADLINE_OPTION",
     "RECORD_OPTION",
     "RETRY_STATUSES",
+    "THROTTLE_PATIENCE",
     "IngestionRetryPolicy",
     "RetryRecord",
     "TokenError",
@@ -60,6 +61,10 @@ DEADLINE_OPTION = "sentinel_forwarder_deadline"
 _MIN_TIMEOUT = 0.001  # a socket timeout of 0 would mean non-blocking
 #: A retry is made only if at least this long (or a tenth of the budget, if less) is left for it.
 _MIN_ATTEMPT = 0.5
+#: Waiting the service asks for when it throttles is not charged to the retry budget (``retry_timeout``
+#: bounds failures, not throttling) nor counted as a retry, up to this many seconds per request: a service
+#: that throttles longer than that ends the retries like a failure.
+THROTTLE_PATIENCE = 120.0
 
 
 @dataclass
@@ -77,6 +82,11 @@ class RetryRecord:
     last_answer: str | None = None
     #: Why retrying stopped before the service said yes, e.g. the budget was spent.
     stopped: str | None = None
+    #: The service throttled an attempt (429, or 503 with ``Retry-After``): the longest wait it asked for
+    #: (0.0 if it did not say); ``None``: never throttled.
+    throttled: float | None = None
+    #: Seconds spent waiting as the service asked when it throttled (not charged to the retry budget).
+    throttled_wait: float = 0.0
 
     def explain(self) -> str:
         """Everything known about the failure, in one line for the drop log."""
@@ -267,6 +277,7 @@ class IngestionRetryPolicy(RetryPolicy):  # type: ignore[type-arg]
         url = request.http_request.url
         positions: dict[str, Any] = {}
         self._configure_positions(request, positions)  # azure-core's: where the body stream starts
+        throttled_attempts = 0
         while True:
             left = deadline - self._clock()
             if left <= 0:
@@ -297,25 +308,40 @@ class IngestionRetryPolicy(RetryPolicy):  # type: ignore[type-arg]
                 if response.http_response.status_code not in RETRY_STATUSES:
                     return response
                 record.last_answer = describe_response(response.http_response)
-            retry = record.attempts
-            if retry > self._max_retries:
-                record.stopped = f"gave up after {self._max_retries} retries"
-                break
             asked = parse_retry_after(response.http_response.headers) if response is not None else None
-            wait = self.backoff_for(retry) if asked is None else asked
-            left = deadline - self._clock()
-            # An attempt needs time to be worth making: one cut to a few milliseconds would only time out
-            # (and, once sent, leave its rows unconfirmed instead of plainly not delivered).
-            if wait + self._min_attempt > left:
-                left = max(left, 0)
-                record.stopped = (
-                    f"the service asked to retry after {asked:g} s, more than the {left:.1f} s left of the "
-                    "retry budget"
-                    if asked is not None
-                    else f"the next retry (in {wait:.2g} s) would not fit in the {left:.2g} s left of the "
-                    "retry budget"
-                )
-                break
+            status = response.http_response.status_code if response is not None else None
+            if status == 429 or (status == 503 and asked is not None):
+                # Throttled: the service said when. That wait is not a failure: neither a retry nor budget.
+                wait = self.backoff_for(throttled_attempts + 1) if asked is None else asked
+                record.throttled = max(record.throttled or 0.0, asked or 0.0)
+                if record.throttled_wait + wait > THROTTLE_PATIENCE:
+                    record.stopped = (
+                        f"the service kept throttling for more than {THROTTLE_PATIENCE:g} s "
+                        f"({record.throttled_wait:.1f} s waited)"
+                    )
+                    break
+                record.throttled_wait += wait
+                deadline += wait
+                throttled_attempts += 1
+            else:
+                retry = record.attempts - throttled_attempts
+                if retry > self._max_retries:
+                    record.stopped = f"gave up after {self._max_retries} retries"
+                    break
+                wait = self.backoff_for(retry) if asked is None else asked
+                left = deadline - self._clock()
+                # An attempt needs time to be worth making: one cut to a few milliseconds would only time
+                # out (and, once sent, leave its rows unconfirmed instead of plainly not delivered).
+                if wait + self._min_attempt > left:
+                    left = max(left, 0)
+                    record.stopped = (
+                        f"the service asked to retry after {asked:g} s, more than the {left:.1f} s left of "
+                        "the retry budget"
+                        if asked is not None
+                        else f"the next retry (in {wait:.2g} s) would not fit in the {left:.2g} s left of "
+                        "the retry budget"
+                    )
+                    break
             if (wait > 0 and self._sleep(wait, record.cancel)) or record.cancel.is_set():
                 record.stopped = "the batch was abandoned"
                 break

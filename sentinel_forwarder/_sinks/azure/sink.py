@@ -263,10 +263,6 @@ class AzureSentinelForwarder(AuditSink):
         cancel = threading.Event()
         return await self._workers.run(self._send, list(entries), cancel, list(rows), cancel=cancel)
 
-    def send_batch_sync(self, entries: Sequence[AuditEntry]) -> SendResult:
-        """Blocking twin of :meth:`send_batch`, for worker threads and scripts."""
-        return self._send(entries, threading.Event())
-
     def _send(
         self, entries: Sequence[AuditEntry], cancel: threading.Event, encoded: Sequence[bytes] | None = None
     ) -> SendResult:
@@ -337,6 +333,14 @@ class AzureSentinelForwarder(AuditSink):
         client.upload(self.rule_id, self.stream_name, io.BytesIO(body), **kwargs)
 
     def _post(self, client: Any, body: bytes, count: int, record: RetryRecord, deadline: float) -> SendResult:
+        result = self._post_once(client, body, count, record, deadline)
+        if record.throttled is not None:  # the forwarder pauses new requests and lowers its rate
+            return replace(result, retry_after=record.throttled)
+        return result
+
+    def _post_once(
+        self, client: Any, body: bytes, count: int, record: RetryRecord, deadline: float
+    ) -> SendResult:
         try:
             self._upload(client, body, record, deadline)
         except UnreachableError as exc:
@@ -404,7 +408,9 @@ def _assemble(count: int, parts: list[tuple[list[int], SendResult]]) -> SendResu
     fates: list[RowOutcome] = ["sent"] * count
     row_errors: dict[int, str] = {}
     for where, part in parts:
-        total += SendResult(part.sent, part.dropped, part.error, part.unconfirmed, part.errors)
+        total += SendResult(
+            part.sent, part.dropped, part.error, part.unconfirmed, part.errors, retry_after=part.retry_after
+        )
         outcomes = part.row_outcomes()
         if outcomes is None:  # parts are uniform or carry their outcomes; never mixed without them
             raise AssertionError("a part's outcome is mixed and unknown")
