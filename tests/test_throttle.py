@@ -14,7 +14,6 @@ import pytest
 from azure_helpers import rows, sink_for
 
 from sentinel_forwarder import AuditEntry, BufferingForwarder, SendResult
-from sentinel_forwarder._core.ledger import unaccounted
 from sentinel_forwarder._core.throttle import (
     THROTTLE_DEFAULT_WAIT,
     THROTTLE_MAX_WAIT,
