@@ -1,8 +1,11 @@
 """The one retry story of the Azure sink: an azure-core ``RetryPolicy`` subclass, read top to bottom.
 
-``retry_timeout`` is a hard bound on one batch. Every attempt's connect and read timeouts are clamped to what
-is left of it; so is every backoff sleep, and a ``Retry-After`` longer than what is left ends the retries at
-once (sleeping it would only delay the same drop). Backoff has full jitter, so a throttled fleet does not
+``retry_timeout`` is a hard bound on one batch's failures. Every attempt's connect and read timeouts are
+clamped to what is left of it; so is every backoff sleep, and a failure's ``Retry-After`` longer than what is
+left ends the retries at once (sleeping it would only delay the same drop). Throttling is not a failure: the
+wait a 429 (or a 503 with ``Retry-After``) asks for is added to the deadline and not counted as a retry, up to
+:data:`THROTTLE_PATIENCE` per request, and the record says the service throttled, so the forwarder pauses its
+other new requests too (``_core/throttle.py``). Backoff has full jitter, so a throttled fleet does not
 retry in lock-step. Errors that cannot heal (certificate verification, TLS, an unknown host name, a credential
 with nothing to use) end the retries at once; transient token failures are retried within the budget like any
 other transient error. What the sink needs to report a drop precisely travels back in a :class:`RetryRecord`:

@@ -76,10 +76,11 @@ class AzureSentinelForwarder(AuditSink):
     :param rule_id: the DCR's immutable id (``dcr-…``).
     :param stream_name: the stream declared in the DCR.
     :param cloud: ``"public"``, ``"usgov"`` or ``"china"``: sets the token audience.
-    :param retry_timeout: seconds one batch may take in all, every chunk, attempt, backoff and token request
-        included; then its undelivered rows are dropped (``reason="retries_exhausted"``). Each attempt's
-        connect and read timeouts are clamped to what is left, and a ``Retry-After`` longer than what is left
-        ends the retries at once.
+    :param retry_timeout: seconds one batch's failures may take in all, every chunk, attempt, backoff and
+        token request included; then its undelivered rows are dropped (``reason="retries_exhausted"``). Each
+        attempt's connect and read timeouts are clamped to what is left, and a failure's ``Retry-After``
+        longer than what is left ends the retries at once. A throttle's wait (429, or 503 with
+        ``Retry-After``) is not charged to it (docs/fleet.md); the result's ``retry_after`` reports it.
     :param max_retries: attempts after the first, per chunk.
     :param retry_backoff: seconds; without ``Retry-After`` the n-th retry waits a random time up to
         ``retry_backoff * 2**(n-1)`` (full jitter), at most 30 s.
