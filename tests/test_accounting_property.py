@@ -28,6 +28,7 @@ op = st.one_of(
     st.tuples(st.just("fail"), st.sampled_from(SINK_REASONS)),
     st.tuples(st.just("yield"), st.integers(0, 3)),
     st.tuples(st.just("hold"), st.booleans()),
+    st.tuples(st.just("throttle"), st.sampled_from([0.001, 0.005])),  # the gate closes for that long
 )
 
 
@@ -122,6 +123,8 @@ def every_row_is_counted_once(
                     sink.fail_next(1, arg)  # type: ignore[arg-type]
                 elif kind == "hold":
                     sink.hold() if arg else sink.release()
+                elif kind == "throttle":
+                    sink.throttle_next(1, arg)  # type: ignore[arg-type]
                 else:
                     for _ in range(int(arg)):  # type: ignore[call-overload]
                         await anyio.lowlevel.checkpoint()
@@ -133,6 +136,7 @@ def every_row_is_counted_once(
         stats = fwd.statistics()
         assert stats.offered == len(offered)
         assert_counted_once(stats, spool)
+        assert stats.throttles <= sum(1 for kind, _ in ops if kind == "throttle")
         sent_ids = [e.id for e in sink.rows]
         assert len(sent_ids) == len(set(sent_ids)), "a row was sent twice"
         assert len(sent_ids) == stats.sent

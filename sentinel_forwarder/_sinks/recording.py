@@ -34,6 +34,7 @@ class RecordingForwarder(AuditSink):
         self._outcome = outcome
         self._failures: deque[tuple[DropReason, str | None]] = deque()
         self._raise_next: deque[BaseException] = deque()
+        self._throttles: deque[float] = deque()
         self._gate: anyio.Event | None = None
         self._waiters: list[tuple[int, int, anyio.Event]] = []
         self._rows_seen = 0
@@ -50,6 +51,11 @@ class RecordingForwarder(AuditSink):
     ) -> None:
         """Report the next *n* batches as wholly dropped for *reason*."""
         self._failures.extend([(reason, error)] * n)
+
+    def throttle_next(self, n: int = 1, retry_after: float = 0.01) -> None:
+        """Deliver the next *n* batches, but say the service throttled them and asked to wait *retry_after*
+        seconds (as a 429 retried to success would): the forwarder then pauses its new requests."""
+        self._throttles.extend([retry_after] * n)
 
     def raise_next(self, exc: BaseException) -> None:
         """Raise *exc* from the next ``send_batch`` (a misbehaving sink)."""
@@ -87,6 +93,8 @@ class RecordingForwarder(AuditSink):
             if self._outcome is not None:
                 return self._outcome(entries)
             self.batches.append(list(entries))
+            if self._throttles:
+                return SendResult(sent=len(entries), retry_after=self._throttles.popleft())
             return SendResult(sent=len(entries))
         finally:
             self._rows_seen += len(entries)
