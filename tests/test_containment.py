@@ -341,7 +341,7 @@ async def test_held_back_drops_are_logged_without_a_further_drop(
                 logged.set()
 
     fwd = BufferingForwarder(RecordingForwarder(), capacity=1, max_interval=FOREVER, spool=spool)
-    fwd._ledger.reporter.drop_log = DropLog(logging.getLogger("sentinel_forwarder"), interval=0.05)
+    fwd._run.ledger.reporter.drop_log = DropLog(logging.getLogger("sentinel_forwarder"), interval=0.05)
     handler = Spy()
     logging.getLogger("sentinel_forwarder").addHandler(handler)
     try:

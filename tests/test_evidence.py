@@ -60,7 +60,7 @@ async def test_the_chain_covers_exactly_what_is_sent_after_filter_and_transform(
     sent = sink.rows
     assert [e.summary for e in sent] == ["user typed PIN ****", "blocked"]
     assert [e.sequence for e in sent] == [1, 2] and sent[1].previous_hash == sent[0].hash
-    assert fwd._evidence.chain is not None and sent[0].chain_id == fwd._evidence.chain.chain_id
+    assert fwd._run.evidence.chain is not None and sent[0].chain_id == fwd._run.evidence.chain.chain_id
     assert verify_chain(sent, previous_hash="").ok  # no gap where rows were filtered
     # The hash covers the redacted text: the original cannot be confirmed (or brute-forced) from it.
     original = dataclasses.replace(sent[0], summary="user typed PIN 1234")
@@ -131,7 +131,7 @@ async def test_a_spool_commit_aborted_while_linking_keeps_every_row_counted(
 
     def aborting(self: HashChain, entries: Any) -> list[AuditEntry]:
         assert fwd is not None
-        fwd._scopes.abort()  # what the drain deadline does
+        fwd._run.scopes.abort()  # what the drain deadline does
         return link_all(self, entries)
 
     sink = RecordingForwarder()
@@ -141,7 +141,7 @@ async def test_a_spool_commit_aborted_while_linking_keeps_every_row_counted(
         for i in range(1000):
             fwd.forward(AuditEntry(f"e{i}"))
         with anyio.fail_after(30):
-            await fwd._drained.wait()  # type: ignore[union-attr]  # the aborted pump stopped
+            await fwd._run._drained.wait()  # type: ignore[union-attr]  # the aborted pump stopped
     stats = fwd.statistics()
     assert stats.offered == 1000 and stats.spooled + stats.sent == 1000, stats
     counted = stats.sent + stats.filtered + stats.dropped_total + stats.unconfirmed + stats.spooled
@@ -173,7 +173,7 @@ async def test_a_keyed_chain_verifies_only_with_its_key_and_never_shows_it() -> 
     report = verify_chain([*rows[:2], forged, *rows[3:]], key=KEY)
     assert [(b.kind, b.sequence) for b in report.breaks] == [("hash", 3), ("link", 4)]
     shown = " ".join(
-        [repr(fwd), repr(fwd._evidence), repr(fwd._evidence.chain), str(fwd.statistics()), *map(str, rows)]
+        [repr(fwd), repr(fwd._run.evidence), repr(fwd._run.evidence.chain), str(fwd.statistics()), *map(str, rows)]
     )
     settings = ForwarderSettings.resolve({"SENTINEL_FORWARDER_CHAIN_KEY": KEY}, require_endpoint=False)
     assert settings.chain_key == KEY
@@ -192,13 +192,13 @@ def test_a_malformed_chain_key_is_not_shown_in_the_error() -> None:
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="POSIX fork")
 def test_a_forked_child_starts_a_new_chain() -> None:
     fwd = BufferingForwarder(RecordingForwarder())
-    assert fwd._evidence.chain is not None
-    parent_chain = fwd._evidence.chain.chain_id
+    assert fwd._run.evidence.chain is not None
+    parent_chain = fwd._run.evidence.chain.chain_id
     read, write = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: report its chain, then leave without running the parent's clean-ups
         try:
-            chain = fwd._evidence.chain
+            chain = fwd._run.evidence.chain
             os.write(
                 write, f"{chain.chain_id if chain else ''} {chain.head().sequence if chain else -1}".encode()
             )
@@ -209,7 +209,7 @@ def test_a_forked_child_starts_a_new_chain() -> None:
         child_chain, child_sequence = pipe.read().split()
     os.waitpid(pid, 0)
     assert child_chain and child_chain != parent_chain and child_sequence == "0"
-    assert fwd._evidence.chain.chain_id == parent_chain
+    assert fwd._run.evidence.chain.chain_id == parent_chain
 
 
 # -- heartbeats ------------------------------------------------------------------------------------------
@@ -299,15 +299,15 @@ def test_add_sentinel_forwarder_sends_a_heartbeat_every_minute_by_default() -> N
 
     handle = add_sentinel_forwarder(forwarder=RecordingForwarder(), environ={})
     try:
-        assert handle.forwarder._evidence.interval == 60.0
-        assert handle.forwarder._evidence.application == (os.path.basename(sys.argv[0]) or "python")
+        assert handle.forwarder._run.evidence.interval == 60.0
+        assert handle.forwarder._run.evidence.application == (os.path.basename(sys.argv[0]) or "python")
     finally:
         handle.close()
     off = add_sentinel_forwarder(
         forwarder=RecordingForwarder(), environ={"SENTINEL_FORWARDER_HEARTBEAT_INTERVAL": "0"}
     )
     try:
-        assert off.forwarder._evidence.interval is None
+        assert off.forwarder._run.evidence.interval is None
     finally:
         off.close()
 

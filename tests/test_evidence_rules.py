@@ -102,7 +102,7 @@ async def test_a_clean_run_raises_none_of_the_evidence_rules(emu: Emulator) -> N
     async with BufferingForwarder(sink_for(emu), max_interval=0.01, heartbeat_interval=60) as fwd:
         for i in range(30):
             fwd.forward(old(i))
-        await fwd._evidence.beat()  # a heartbeat before the final one
+        await fwd._run.evidence.beat()  # a heartbeat before the final one
     assert fired(run_rules(emu, timedelta(minutes=10))) == set()
 
 
@@ -125,14 +125,14 @@ async def test_a_forwarder_that_stops_without_its_final_heartbeat_is_reported_si
     fwd = BufferingForwarder(sink_for(emu), max_interval=0.01, heartbeat_interval=60, drain_timeout=5)
     async with fwd:
         fwd.forward(old(0))
-        assert await fwd._evidence.beat()
+        assert await fwd._run.evidence.beat()
         emu.faults.fail_next(10**6, 400)  # cut off: the final heartbeat never lands
     assert fired(run_rules(emu)) == set()  # one interval has not passed
     assert fired(run_rules(emu, timedelta(minutes=2))) == set()  # nor three
     reports = run_rules(emu, timedelta(minutes=4))
     assert fired(reports) == {"ForwarderSilent"}
     (report,) = [r for r in reports if Path(r.rule.source).stem == "ForwarderSilent"]
-    assert [a.custom_details["Instance"] for a in report.alerts] == [fwd._evidence.instance_id]
+    assert [a.custom_details["Instance"] for a in report.alerts] == [fwd._run.evidence.instance_id]
 
 
 async def test_a_gap_in_the_sequence_raises_an_alert(emu: Emulator) -> None:

@@ -216,7 +216,7 @@ def test_the_sigterm_handler_never_waits_on_a_lock_the_main_thread_may_hold(spoo
     try:
         bg.start()  # installs its handler on top of the one above
         bg.forward(AuditEntry("buffered"))
-        with fwd._ledger.lock:  # the signal lands while the main thread holds the forwarder's lock
+        with fwd._run.ledger.lock:  # the signal lands while the main thread holds the forwarder's lock
             bg._on_sigterm(signal.SIGTERM, None)  # returns at once: a helper thread drains
         assert passed_on.wait(30), "the previous handler never ran"
         assert [e.summary for e in sink.rows] == ["buffered"]  # drained before it was passed on

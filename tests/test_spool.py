@@ -354,7 +354,7 @@ async def test_live_forwarders_share_a_directory_and_a_later_one_adopts_their_fi
     async with BufferingForwarder(sink, spool=tmp_path, max_interval=0.01) as f3:
         assert await f3.flush(60) == 0
     assert f3.statistics().recovered == 9 and len(sink.rows) == 9
-    assert files(tmp_path) == [f3._pump.spool.path.name]  # type: ignore[union-attr]
+    assert files(tmp_path) == [f3._run.pump.spool.path.name]  # type: ignore[union-attr]
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL")

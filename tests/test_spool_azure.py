@@ -69,7 +69,7 @@ async def test_a_long_403_outage_while_100000_rows_are_forwarded(emu: Emulator, 
     sink = sink_for(emu)
     fwd = BufferingForwarder(sink, spool=tmp_path, max_interval=0.01, max_request_rows=2_500)
     async with fwd:
-        pump = fwd._pump
+        pump = fwd._run.pump
         assert pump is not None
         high_water = 0
         for i, e in enumerate(entries):

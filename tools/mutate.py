@@ -182,7 +182,7 @@ MUTANTS = [
     ),
     Mutant(
         "shielding of the drain",
-        f"{PKG}/_forwarders/buffering.py",
+        f"{PKG}/_forwarders/run.py",
         "with anyio.CancelScope(shield=True):\n                        await self._drain()",
         "if True:\n                        await self._drain()",
     ),
@@ -346,8 +346,8 @@ MUTANTS = [
     Mutant(
         "evidence: a forked child starts a new chain",
         f"{PKG}/_forwarders/buffering.py",
-        "        self._evidence = evidence = Evidence(",
-        "        self._evidence = evidence = getattr(self, '_evidence', None) or Evidence(",
+        "        self._new_run(self._run.state.after_fork())\n",
+        "        self._run.state = self._run.state.after_fork()\n",
     ),
     Mutant(
         "evidence: heartbeats report deltas",
@@ -363,8 +363,8 @@ MUTANTS = [
     ),
     Mutant(
         "evidence: the final heartbeat at close",
-        f"{PKG}/_forwarders/buffering.py",
-        "                await self._evidence.final(self._drain_deadline - anyio.current_time())\n",
+        f"{PKG}/_forwarders/run.py",
+        "                await self.evidence.final(self._drain_deadline - anyio.current_time())\n",
         "",
     ),
     # -- the Azure sink and its retry policy ------------------------------------------------------------
@@ -541,8 +541,8 @@ MUTANTS = [
     ),
     Mutant(
         "a forwarder closed before fork stays closed",
-        f"{PKG}/_forwarders/buffering.py",
-        'count as "closed"\n            self._buffer.accepting = False',
+        f"{PKG}/_forwarders/run.py",
+        'count as "closed"\n            buffer.accepting = False',
         'count as "closed"\n            pass',
     ),
     Mutant(
@@ -559,7 +559,7 @@ MUTANTS = [
     ),
     Mutant(
         "events exist before the sink opens",
-        f"{PKG}/_forwarders/buffering.py",
+        f"{PKG}/_forwarders/run.py",
         "            self._stopped.set()\n            raise",
         "            raise",
     ),
@@ -596,8 +596,8 @@ MUTANTS = [
     Mutant(
         "fork child gets a fresh state",
         f"{PKG}/_forwarders/buffering.py",
-        "        state = self._state.after_fork()\n        self._new_run()",
-        "        state = self._state.after_fork()",
+        "still uses what it holds\n        self._new_run(",
+        "still uses what it holds\n        (lambda state: None)(",
     ),
     Mutant(
         "fork child resets the sink",

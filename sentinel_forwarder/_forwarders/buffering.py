@@ -41,24 +41,19 @@ import anyio
 from anyio.abc import TaskGroup, TaskStatus
 from opentelemetry import metrics
 
-from .._core.buffer import Buffer
-from .._core.delivery import Delivery
-from .._core.ledger import Ledger
-from .._core.metrics import Reporter, instruments_for
-from .._core.pump import Batching, MemoryPump, Pump
-from .._core.scopes import WorkScopes
-from .._core.stages import Stages, Transform
-from .._core.throttle import DEFAULT_MAX_REQUESTS_PER_MINUTE, RequestBudget
+from .._core.metrics import instruments_for
+from .._core.pump import Batching
+from .._core.stages import Transform
+from .._core.throttle import DEFAULT_MAX_REQUESTS_PER_MINUTE
 from .._evidence.chain import Key
-from .._evidence.heartbeat import Evidence, default_application
+from .._evidence.heartbeat import default_application
 from .._model.entry import AuditEntry, Severity
 from .._model.protocol import AuditForwarder, DropReason, SendResult
 from .._model.snapshots import ForwarderHealth, ForwarderStatistics
-from .._spool.pump import SpoolPump
-from .._util.ratelimited import DropLog, ErrorLog
 from . import fork
 from .background import BackgroundForwarder
 from .lifecycle import Lifecycle
+from .run import Run, RunOptions
 
 logger = logging.getLogger("sentinel_forwarder")
 
@@ -187,15 +182,8 @@ class BufferingForwarder:
             raise ValueError(f"heartbeat_interval must not be negative, not {heartbeat_interval}")
         if max_requests_per_minute is not None and not max_requests_per_minute >= 0:
             raise ValueError(f"max_requests_per_minute must not be negative, not {max_requests_per_minute}")
-        self._max_requests_per_minute = max_requests_per_minute or None
-        self._spool_dir = None if spool is None else os.fspath(spool)
-        self._spool_max_bytes = spool_max_bytes
-        self._spool_max_age = float(spool_max_age)
-        self._chain, self._chain_key = chain, chain_key
-        self._heartbeat_interval = heartbeat_interval or None
-        self._application = application or default_application()
         self._inner = inner
-        self._batching = Batching(
+        self._batching = batching = Batching(
             max_batch_size=max_batch_size,
             max_interval=float(max_interval),
             max_request_rows=max_request_rows,
@@ -204,86 +192,56 @@ class BufferingForwarder:
         )
         self._drain_timeout = float(drain_timeout)
         self._min_severity = Severity.parse(min_severity)
-        self._transform = transform
         self._name = name
+        self._options = RunOptions(
+            name=name,
+            batching=batching,
+            drain_timeout=float(drain_timeout),
+            transform=transform,
+            chain=chain,
+            chain_key=chain_key,
+            heartbeat_interval=heartbeat_interval or None,
+            application=application or default_application(),
+            max_requests_per_minute=max_requests_per_minute or None,
+            spool=None if spool is None else os.fspath(spool),
+            spool_max_bytes=spool_max_bytes,
+            spool_max_age=float(spool_max_age),
+        )
         self._instruments = instruments_for(meter_provider)
-        self._state = Lifecycle.NEW
-        self._new_run()
+        self._new_run(Lifecycle.NEW)
+        self._host: TaskGroup | None = None  # the task group of ``async with``
         fork.reinit_at_fork(self)
 
     def _at_fork_reinit(self) -> None:
         """In a forked child: a forwarder with the same options, an empty buffer, zero counters and new
         locks (the parent's buffered rows stay the parent's to send); the fork policy decides whether it
         starts again (:meth:`Lifecycle.after_fork`)."""
-        fork.keep_inherited(self._pump)  # never closed here: the parent still uses what it holds
-        state = self._state.after_fork()
-        self._new_run()
+        fork.keep_inherited(self._run)  # never closed here: the parent still uses what it holds
+        self._new_run(self._run.state.after_fork())
         reset = getattr(self._inner, "reset_after_fork", None)
         if callable(reset):
             reset()
-        self._state = state
-        if state is Lifecycle.CLOSED:  # rows offered in the child count as "closed"
-            self._buffer.accepting = False
 
-    def _new_run(self) -> None:
-        """The parts of one run, wired once: buffer, ledger, scopes, delivery, evidence, stages, pump."""
-        errors = ErrorLog(logger)
-        self._errors = errors
-        self._ledger = ledger = Ledger(Reporter(self._instruments, self._name, DropLog(logger)))
-        self._buffer = buffer = Buffer(self._batching.capacity, self._batching.max_batch_size, ledger.lock)
-        buffer.on_wake_unbound = self._start_fork_child
-        self._scopes = scopes = WorkScopes()
-        rpm = self._max_requests_per_minute
-        self._delivery = delivery = Delivery(
-            self._inner, scopes, errors, budget=None if rpm is None else RequestBudget(rpm)
+    def _new_run(self, state: Lifecycle) -> None:
+        """A run's parts, wired once (docs/architecture.md); ``forward()`` appends to its buffer."""
+        self._run = Run(
+            self._inner, self._options, self._instruments, on_wake_unbound=self._start_fork_child, state=state
         )
-        self._evidence = evidence = Evidence(
-            delivery.send_uncounted,
-            self.statistics,
-            errors,
-            chain=self._chain,
-            key=self._chain_key,
-            interval=self._heartbeat_interval,
-            application=self._application,
-        )
-        stages = Stages(self._transform, evidence.link, ledger)
-        self._pump: Pump
-        if self._spool_dir is None:
-            self._pump = MemoryPump(buffer, ledger, stages, delivery, scopes, self._batching)
-        else:
-            self._pump = SpoolPump(
-                buffer,
-                ledger,
-                stages,
-                delivery,
-                scopes,
-                self._batching,
-                head=evidence.head,
-                resume=evidence.resume,
-                directory=self._spool_dir,
-                max_bytes=self._spool_max_bytes,
-                max_age=self._spool_max_age,
-            )
-        self._instruments.observe(self)
-        # Created on the event loop when the forwarder opens.
-        self._close_requested: anyio.Event | None = None
-        self._drained: anyio.Event | None = None
-        self._stopped: anyio.Event | None = None
-        self._host: TaskGroup | None = None  # the task group of ``async with``
-        self._drain_deadline = 0.0  # when closing, the drain's deadline (anyio.current_time())
+        self._buffer = self._run.buffer
 
     def _start_fork_child(self) -> None:
         """The first row in a forked child whose parent ran this forwarder: start it on a thread."""
-        with self._ledger.lock:
-            if self._state is not Lifecycle.FORKED:
+        run = self._run
+        with run.ledger.lock:
+            if run.state is not Lifecycle.FORKED:
                 return
-            self._state = Lifecycle.NEW
+            run.state = Lifecycle.NEW
         try:
             runner = fork.runner_of(self) or BackgroundForwarder(self)
             runner.start_in_fork_child()
         except Exception as exc:  # no thread to be had: count rows as closed rather than strand them
-            self._buffer.accepting = False
-            self._errors.error("sentinel-forwarder could not start in a forked child", exc)
+            run.buffer.accepting = False
+            run.errors.error("sentinel-forwarder could not start in a forked child", exc)
 
     # -- the hot path ------------------------------------------------------------------------------------
 
@@ -300,7 +258,7 @@ class BufferingForwarder:
         if entry.__class__ is not AuditEntry and not isinstance(entry, AuditEntry):
             raise TypeError(f"forward() takes an AuditEntry, not {type(entry).__name__}")
         if entry.severity < self._min_severity:
-            self._ledger.filtered_early()
+            self._run.ledger.filtered_early()
             return True
         buffer = self._buffer
         rows = buffer.rows
@@ -348,28 +306,29 @@ class BufferingForwarder:
         :raises RuntimeError: if the forwarder has no spool.
         :raises TypeError: if *entry* is not an :class:`AuditEntry`.
         """
-        if not self._pump.durable:
+        run = self._run
+        if not run.pump.durable:
             raise RuntimeError("forward_durable() needs a spool: BufferingForwarder(..., spool=directory)")
         if not isinstance(entry, AuditEntry):
             raise TypeError(f"forward_durable() takes an AuditEntry, not {type(entry).__name__}")
         if entry.severity < self._min_severity:
-            self._ledger.filtered_early()
+            run.ledger.filtered_early()
             return True
-        buffer = self._buffer
+        buffer = run.buffer
         with buffer.lock:
             if len(buffer.rows) >= buffer.capacity or not buffer.accepting:
                 accepted = False
             else:
                 buffer.rows.append(entry)
                 accepted = True
-                self._pump.add_durable_waiter(buffer.taken + len(buffer.rows), settle)
+                run.pump.add_durable_waiter(buffer.taken + len(buffer.rows), settle)
         if not accepted:
             return self._reject()
         buffer.wake()
         return None
 
     def _reject(self) -> bool:
-        self._ledger.dropped("queue_full" if self._buffer.accepting else "closed", 1, None)
+        self._run.ledger.dropped("queue_full" if self._buffer.accepting else "closed", 1, None)
         return False
 
     # -- AuditForwarder ----------------------------------------------------------------------------------
@@ -404,7 +363,7 @@ class BufferingForwarder:
     @property
     def state(self) -> Lifecycle:
         """Where the forwarder is in its lifecycle."""
-        return self._state
+        return self._run.state
 
     def queue_depth(self) -> int:
         """Rows waiting in the buffer."""
@@ -412,48 +371,31 @@ class BufferingForwarder:
 
     def statistics(self) -> ForwarderStatistics:
         """A frozen snapshot of the counters."""
-        pump = self._pump
-        return self._ledger.statistics(self._buffer, in_flight=pump.in_flight(), extra=pump.statistics())
+        return self._run.statistics()
 
     def health(self) -> ForwarderHealth:
         """A frozen snapshot for a readiness endpoint: pump alive, last success, failures, backlog."""
-        stats = self.statistics()
-        last, failures = self._ledger.progress()
-        drained = self._drained
-        alive = self._state is Lifecycle.OPEN and drained is not None and not drained.is_set()
-        return ForwarderHealth(
-            pump_alive=alive,
-            last_success=last,
-            consecutive_failures=max(failures, self._pump.consecutive_failures()),
-            backlog=stats.queue_depth + stats.spooled,
-            queue_depth=stats.queue_depth,
-            spool=self._pump.durable,
-            spooled=stats.spooled,
-            dead_letters=stats.dead_letters,
-            throttled=self._delivery.gate.delay() > 0,
-            request_rate=self.request_rate(),
-        )
+        return self._run.health()
 
     def request_rate(self) -> float | None:
         """The request budget's current rate, requests a minute (``None``: no budget)."""
-        budget = self._delivery.budget
-        return None if budget is None else budget.rate
+        return self._run.request_rate()
 
     def spool_gauges(self) -> tuple[int, int, float, int] | None:
         """For the spool gauges: (rows, bytes, oldest row's age in seconds, dead letters); ``None``
         without a spool."""
-        return self._pump.gauges()
+        return self._run.spool_gauges()
 
     # -- lifecycle ---------------------------------------------------------------------------------------
 
     async def __aenter__(self) -> BufferingForwarder:
-        await self._open()
+        await self._run.open()
         host = anyio.create_task_group()
         await host.__aenter__()
         self._host = host
         # start_soon, not start: nothing here may be cancelled, or the host task group would be left open
         # inside the caller's scopes. Rows are buffered from now on; the pump picks them up when it runs.
-        host.start_soon(self._serve, name="sentinel_forwarder serve")
+        host.start_soon(self._run.serve, name="sentinel_forwarder serve")
         return self
 
     async def __aexit__(
@@ -491,8 +433,9 @@ class BufferingForwarder:
         :raises RuntimeError: if the forwarder was already started.
         :raises Exception: whatever *inner* raises while opening (a misconfiguration); nothing is started.
         """
-        await self._open()
-        await self._serve(task_status=task_status)
+        run = self._run
+        await run.open()
+        await run.serve(task_status=task_status)
 
     async def aclose(self) -> None:
         """Stop taking rows, drain within ``drain_timeout``, close *inner*; return when done. Idempotent.
@@ -500,13 +443,7 @@ class BufferingForwarder:
         Works from any task on the forwarder's event loop, and from several at once. Shielded: cancelling
         the caller does not cut the drain short.
         """
-        if self._close_requested is None or self._stopped is None:
-            if self._state in (Lifecycle.NEW, Lifecycle.FORKED):
-                self._finish()  # never opened: rows buffered before are lost
-            return
-        self._close_requested.set()
-        with anyio.CancelScope(shield=True):
-            await self._stopped.wait()
+        await self._run.aclose()
 
     async def flush(self, timeout: float | None = None) -> int:  # noqa: ASYNC109 (the twin of a sync API)
         """Deliver what is buffered now, without closing; wait at most *timeout* seconds.
@@ -519,85 +456,4 @@ class BufferingForwarder:
             buffer and the spool are both empty (rows offered meanwhile included) and returns what still
             waits in them.
         """
-        running = self._state in (Lifecycle.OPEN, Lifecycle.CLOSING) and self._stopped is not None
-        if not running:
-            return 0 if self._state is Lifecycle.CLOSED else len(self._buffer.rows)
-        return await self._pump.flush(timeout)
-
-    async def _open(self) -> None:
-        if self._state is not Lifecycle.NEW:
-            raise RuntimeError("a BufferingForwarder can be started only once; create a new one")
-        self._state = Lifecycle.OPEN  # claimed: a second start fails even while the sink is opening
-        # Before the sink opens, so aclose() from another task meanwhile is heard.
-        self._buffer.bind()
-        self._close_requested = anyio.Event()
-        self._drained = anyio.Event()
-        self._stopped = anyio.Event()
-        try:
-            await self._pump.open()  # an unusable spool directory fails here, at startup
-            await self._inner.__aenter__()
-        except BaseException:
-            self._finish()
-            with anyio.CancelScope(shield=True):
-                await self._pump.close()
-            self._stopped.set()
-            raise
-        self._buffer.bind_thread()
-
-    async def _serve(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        """Pump until asked to close or cancelled; then drain under the deadline, shielded."""
-        assert self._close_requested is not None and self._stopped is not None
-        try:
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(self._pump_until_drained, tg, name="sentinel_forwarder pump")
-                assert self._buffer.closed is not None
-                tg.start_soon(self._evidence.run, self._buffer.closed, name="sentinel_forwarder heartbeat")
-                task_status.started()
-                try:
-                    await self._close_requested.wait()
-                finally:
-                    with anyio.CancelScope(shield=True):
-                        await self._drain()
-        finally:
-            self._finish()
-            with anyio.CancelScope(shield=True):
-                await self._evidence.final(self._drain_deadline - anyio.current_time())
-                await self._close_inner()
-                await self._pump.close()
-            self._stopped.set()
-
-    async def _pump_until_drained(self, tg: TaskGroup) -> None:
-        assert self._drained is not None
-        try:
-            await self._pump.run(tg)
-        finally:
-            self._drained.set()
-
-    async def _drain(self) -> None:
-        assert self._drained is not None
-        with self._ledger.lock:
-            self._state = Lifecycle.CLOSING
-        self._buffer.close()
-        self._drain_deadline = anyio.current_time() + self._drain_timeout
-        with anyio.move_on_after(self._drain_timeout):
-            await self._drained.wait()
-        if not self._drained.is_set():
-            self._scopes.abort()
-
-    async def _close_inner(self) -> None:
-        try:
-            await self._inner.__aexit__(None, None, None)
-        except Exception as exc:
-            self._errors.error("sentinel-forwarder: the sink failed to close", exc)
-
-    def _finish(self) -> None:
-        """Count what is still buffered as lost; stop taking rows for good."""
-        self._state = Lifecycle.CLOSED
-        left = self._ledger.close(self._buffer)
-        self._pump.finish()
-        if left:
-            self._ledger.reporter.dropped(
-                "shutdown_timeout", left, f"{left} rows were still buffered at close", None
-            )
-        self._instruments.forget(self)
-        self._ledger.reporter.drop_log.flush()
+        return await self._run.flush(timeout)
