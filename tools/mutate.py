@@ -669,15 +669,15 @@ MUTANTS = [
     # -- the durable spool (issue 9) -------------------------------------------------------------------
     Mutant(
         "spool: rows whose failure may heal are kept",
-        f"{PKG}/_spool/pump.py",
-        "                elif outcome in KEEP:",
-        "                elif False:",
+        f"{PKG}/_spool/fates.py",
+        "            elif outcome in KEEP:",
+        "            elif False:",
     ),
     Mutant(
         "spool: refused rows become dead letters",
-        f"{PKG}/_spool/pump.py",
-        "                    if outcome in DEAD:",
-        "                    if False:",
+        f"{PKG}/_spool/fates.py",
+        "                if outcome in DEAD:",
+        "                if False:",
     ),
     Mutant(
         "spool: shedding never displaces a higher severity",
@@ -705,9 +705,9 @@ MUTANTS = [
     ),
     Mutant(
         "spool: forward_durable waits for the commit",
-        f"{PKG}/_spool/pump.py",
-        "                ready = [w for w in self._durable_waiters if w[0] <= through]",
-        "                ready = list(self._durable_waiters)",
+        f"{PKG}/_spool/fates.py",
+        "                ready = [w for w in self._waiters if w[0] <= through]",
+        "                ready = list(self._waiters)",
     ),
     Mutant(
         "spool: old rows expire",

@@ -32,7 +32,6 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import replace
-from types import MappingProxyType
 from typing import Any, Final
 
 import anyio
@@ -46,9 +45,10 @@ from .._core.scopes import WorkScopes
 from .._core.stages import Staged, Stages
 from .._evidence.chain import ChainHead
 from .._model.entry import AuditEntry, Severity
-from .._model.protocol import DropReason, RowOutcome, SendResult
+from .._model.protocol import SendResult
 from .._model.wire import encode_row
 from .._util.workers import DaemonWorkers
+from .fates import DurableWaiters, fates_of
 from .store import Appended, Spool
 
 logger = logging.getLogger("sentinel_forwarder")
@@ -61,21 +61,6 @@ RETRY_MAX: Final = 60.0
 MAINTENANCE_INTERVAL: Final = 60.0
 #: Rows taken from the buffer for one group commit, at most.
 COMMIT_ROWS: Final = 10_000
-
-#: Outcomes that keep a row spooled, to be retried.
-KEEP: Final[frozenset[RowOutcome]] = frozenset(
-    {
-        "retries_exhausted",
-        "unauthorized",
-        "not_found",
-        "credential_error",
-        "unreachable",
-        "unconfirmed",
-        "shutdown_timeout",
-    }
-)
-#: Outcomes that move a row to the dead letters.
-DEAD: Final[frozenset[RowOutcome]] = frozenset({"rejected", "too_large", "invalid_row", "sink_error"})
 
 #: A delivery: the rows' spool ids, their entries and their stored JSON (handed to the sink as it is).
 _Batch = tuple[list[int], list[AuditEntry], list[bytes]]
@@ -142,9 +127,7 @@ class SpoolPump:
         self.recovered = 0
         self.oldest: float | None = None  # time.time() of the oldest spooled row
         self._kept_logged = 0.0
-        # forward_durable(): (position of the row, callback) of rows not yet committed (or dropped)
-        self._durable_waiters: list[tuple[int, Callable[[bool], None]]] = []
-        self._waiters_lock = threading.Lock()
+        self._durable = DurableWaiters()  # forward_durable(): rows not yet committed (or dropped)
         self._flush_waiters: list[anyio.Event] = []
         self._committing = 0  # rows taken from the buffer for the commit under way
 
@@ -173,7 +156,7 @@ class SpoolPump:
             await self._io(self.spool.close)
         finally:
             self._worker.close()
-            self.resolve_durable(None)
+            self._durable.resolve(None)
 
     def in_flight(self) -> int:
         return 0  # deliveries from the spool are not counted as batches in flight (rows stay spooled)
@@ -199,25 +182,7 @@ class SpoolPump:
     # -- forward_durable -------------------------------------------------------------------------------
 
     def add_durable_waiter(self, position: int, callback: Callable[[bool], None]) -> None:
-        """Call ``callback(committed)`` once the row taken at *position* is committed (or will never be).
-
-        Called under the forwarder's lock, right after the row was appended: the row cannot have been
-        taken yet, so the commit that takes it wakes the waiter with that commit's own outcome.
-        """
-        with self._waiters_lock:
-            self._durable_waiters.append((position, callback))
-
-    def resolve_durable(self, through: int | None, failed: frozenset[int] | set[int] = frozenset()) -> None:
-        """Rows taken through *through* are settled (those at *failed* positions were not committed); wake
-        their waiters. ``None``: the pump stopped, every waiter gets ``False``."""
-        with self._waiters_lock:
-            if through is None:
-                ready, self._durable_waiters = self._durable_waiters, []
-            else:
-                ready = [w for w in self._durable_waiters if w[0] <= through]
-                self._durable_waiters = [w for w in self._durable_waiters if w[0] > through]
-        for position, callback in ready:
-            callback(through is not None and position not in failed)
+        self._durable.add(position, callback)
 
     # -- the pump --------------------------------------------------------------------------------------
 
@@ -381,7 +346,7 @@ class SpoolPump:
                 failed.update(positions)
             else:
                 self._remember(appended, entries, [data for _, data in records], positions, failed)
-        self.resolve_durable(start + len(batch), failed)
+        self._durable.resolve(start + len(batch), failed)
         self._buffer.set_wakeup()
         reraise_interrupt(interrupt)
 
@@ -468,48 +433,14 @@ class SpoolPump:
             self._failed(len(ids), replace(result, error=f"the spool could not be updated: {exc}"))
 
     async def _settle(self, ids: list[int], result: SendResult, elapsed: float) -> None:
-        outcomes = result.row_outcomes()
-        done: list[int] = []
-        dead: list[tuple[int, str, str]] = []
-        kept = 0
-        sent = 0
-        dropped: dict[DropReason, int] = {}
-        if outcomes is None:  # mixed, and the sink did not say which rows: keep all if any may heal
-            if result.unconfirmed or any(r in KEEP for r, n in result.dropped.items() if n):
-                kept = len(ids)
-            else:
-                done = ids
-                sent = result.sent
-                dropped = {r: n for r, n in result.dropped.items() if n}
-        else:
-            for i, (row_id, outcome) in enumerate(zip(ids, outcomes, strict=True)):
-                if outcome == "sent":
-                    done.append(row_id)
-                    sent += 1
-                elif outcome in KEEP:
-                    kept += 1
-                else:
-                    reason: DropReason = outcome  # type: ignore[assignment]
-                    dropped[reason] = dropped.get(reason, 0) + 1
-                    if outcome in DEAD:
-                        error = result.row_errors.get(i) or result.error_for(reason) or reason
-                        dead.append((row_id, outcome, error))
-                    else:
-                        done.append(row_id)
-        await self._io(self.spool.settle, done, dead)
-        errors = {r: e for r, e in result.errors.items() if r in dropped}
-        counted = SendResult(
-            sent,
-            MappingProxyType(dropped),
-            result.error if dropped else None,
-            errors=MappingProxyType(errors),
-        )
-        if counted.total:
-            self._ledger.delivered(counted, elapsed)
+        fates = fates_of(ids, result)
+        await self._io(self.spool.settle, fates.done, fates.dead)
+        if fates.counted.total:
+            self._ledger.delivered(fates.counted, elapsed)
         with contextlib.suppress(Exception):  # only for statistics
             self.oldest = await self._io(self.spool.oldest)  # type: ignore[assignment]
-        if kept:
-            self._failed(kept, result)
+        if fates.kept:
+            self._failed(fates.kept, result)
         else:
             self._succeeded()
 
