@@ -172,9 +172,8 @@ async def test_a_keyed_chain_verifies_only_with_its_key_and_never_shows_it() -> 
     forged = dataclasses.replace(forged, hash=record_hash(forged.to_row()))
     report = verify_chain([*rows[:2], forged, *rows[3:]], key=KEY)
     assert [(b.kind, b.sequence) for b in report.breaks] == [("hash", 3), ("link", 4)]
-    shown = " ".join(
-        [repr(fwd), repr(fwd._run.evidence), repr(fwd._run.evidence.chain), str(fwd.statistics()), *map(str, rows)]
-    )
+    evidence = fwd._run.evidence
+    shown = " ".join([repr(fwd), repr(evidence), repr(evidence.chain), str(fwd.statistics()), *map(str, rows)])
     settings = ForwarderSettings.resolve({"SENTINEL_FORWARDER_CHAIN_KEY": KEY}, require_endpoint=False)
     assert settings.chain_key == KEY
     shown += repr(settings)
