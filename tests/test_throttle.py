@@ -230,3 +230,59 @@ async def test_through_the_sdk_a_throttle_pauses_new_requests_and_every_row_land
     assert emu.stats().requests == 3  # the throttled one, its retry after the wait, and one for the rest
     stats = fwd.statistics()
     assert stats.sent == 1_000 and stats.dropped == {} and stats.throttles == 1
+
+
+# -- what an operator sees -----------------------------------------------------------------------------------
+
+
+def test_the_throttle_warning_is_logged_once_a_minute_with_the_count(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import logging
+
+    from opentelemetry.metrics import NoOpMeterProvider
+
+    from sentinel_forwarder._core.metrics import Reporter, instruments_for
+    from sentinel_forwarder._util.ratelimited import DropLog
+
+    clock = Clock()
+    log = logging.getLogger("sentinel_forwarder")
+    reporter = Reporter(instruments_for(NoOpMeterProvider()), "t", DropLog(log), clock=clock)
+    with caplog.at_level(logging.WARNING, logger="sentinel_forwarder"):
+        reporter.throttled(2.0, 75.0)
+        clock.now += 30
+        reporter.throttled(1.0, 37.5)  # within the minute: held back
+        clock.now += 31
+        reporter.throttled(1.5, None)
+    lines = [r.getMessage() for r in caplog.records if "throttled" in r.getMessage()]
+    assert len(lines) == 2
+    assert "(1 time since the last such line): new requests pause for 2.0 s" in lines[0]
+    assert "request rate is lowered to 75/min" in lines[0]
+    assert "(2 times since the last such line): new requests pause for 1.5 s" in lines[1]
+    assert "request rate" not in lines[1]  # no budget
+
+
+@pytest.mark.anyio
+async def test_throttling_shows_in_the_metrics() -> None:
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    reader = InMemoryMetricReader()
+    sink = Throttling(throttled=1, wait=0.2)
+    provider = MeterProvider(metric_readers=[reader])
+    async with BufferingForwarder(
+        sink, name="fleet", meter_provider=provider, max_requests_per_minute=120
+    ) as fwd:
+        fwd.forward(AuditEntry("x"))
+        assert await fwd.flush(30) == 0
+        points: dict[str, float] = {}
+        for rm in reader.get_metrics_data().resource_metrics:
+            for sm in rm.scope_metrics:
+                for metric in sm.metrics:
+                    for point in metric.data.data_points:
+                        if dict(point.attributes or {}).get("forwarder.name") == "fleet" and hasattr(
+                            point, "value"
+                        ):
+                            points[metric.name] = point.value
+    assert points["audit.forward.throttled"] >= 0.2
+    assert points["audit.forward.request_rate"] == 60  # halved from 120 by the throttle
