@@ -5,9 +5,10 @@ Data flows one way: ``forward(entry)`` → bounded buffer → pump (cuts batches
 row ends counted exactly once in the ledger: sent, filtered, dropped with a reason, or unconfirmed (sent, but
 whether it landed is unknown).
 
-This class is the façade (the options, ``forward()``, the lifecycle); the engine's parts live in ``_core``
-(buffer, ledger, stages, delivery, the memory pump) and ``_spooling`` (the spool pump): it wires them once per
-run and picks its pump once. See docs/architecture.md.
+This class is the façade (the options, ``forward()``, the public lifecycle methods). Each run's parts, wired
+once, and its lifecycle are a :class:`~sentinel_forwarder._forwarders.run.Run`; the parts themselves live in
+``_core`` (buffer, ledger, stages, delivery, throttle, the memory pump) and ``_spool`` (the spool pump). See
+docs/architecture.md.
 
 Nothing that goes wrong after the forwarder has opened reaches the application: a sink that raises, returns
 junk or loses count, a transform that raises, a row that cannot be serialised, all are counted and logged, and
@@ -32,7 +33,6 @@ __all__ = [
     "Transform",
 ]
 
-import logging
 import os
 from collections.abc import Callable, Sequence
 from types import TracebackType
@@ -54,8 +54,6 @@ from . import fork
 from .background import BackgroundForwarder
 from .lifecycle import Lifecycle
 from .run import Run, RunOptions
-
-logger = logging.getLogger("sentinel_forwarder")
 
 #: A batch is due as soon as this many rows wait.
 DEFAULT_MAX_BATCH_SIZE = 100
