@@ -173,7 +173,9 @@ async def test_a_keyed_chain_verifies_only_with_its_key_and_never_shows_it() -> 
     report = verify_chain([*rows[:2], forged, *rows[3:]], key=KEY)
     assert [(b.kind, b.sequence) for b in report.breaks] == [("hash", 3), ("link", 4)]
     evidence = fwd._run.evidence
-    shown = " ".join([repr(fwd), repr(evidence), repr(evidence.chain), str(fwd.statistics()), *map(str, rows)])
+    shown = " ".join(
+        [repr(fwd), repr(evidence), repr(evidence.chain), str(fwd.statistics()), *map(str, rows)]
+    )
     settings = ForwarderSettings.resolve({"SENTINEL_FORWARDER_CHAIN_KEY": KEY}, require_endpoint=False)
     assert settings.chain_key == KEY
     shown += repr(settings)

@@ -156,6 +156,24 @@ def test_throttling_waits_as_asked_without_spending_the_budget_or_the_retries(
     assert record.throttled == asked and record.throttled_wait == 2 * asked and record.stopped is None
 
 
+def test_the_record_says_a_throttle_at_once() -> None:
+    clock = Clock()
+    heard: list[tuple[float | None, int]] = []
+    script = Script(clock, Answer(429, {"Retry-After": "7"}), Answer(429), Answer(204))
+    record = RetryRecord()
+    record.on_throttle = lambda asked: heard.append((asked, len(clock.slept)))
+    send(make_policy(clock), script, record)()
+    assert heard == [(7.0, 0), (None, 1)]  # before each wait, not after the request is done
+
+
+def test_a_failing_throttle_listener_does_not_fail_the_request() -> None:
+    clock = Clock()
+    script = Script(clock, Answer(429, {"Retry-After": "1"}), Answer(204))
+    record = RetryRecord()
+    record.on_throttle = lambda asked: 1 / 0  # type: ignore[func-returns-value]
+    assert send(make_policy(clock), script, record)().http_response.status_code == 204
+
+
 def test_a_429_without_retry_after_backs_off_and_says_it_was_throttled() -> None:
     clock = Clock()
     script = Script(clock, Answer(429), Answer(204))

@@ -214,22 +214,29 @@ async def test_closing_while_throttled_keeps_the_drain_deadline(spool: Path | No
 async def test_through_the_sdk_a_throttle_pauses_new_requests_and_every_row_lands_once(
     emu: Emulator, spool: Path | None
 ) -> None:
-    emu.faults.fail_next(1, 429, retry_after=0.5)
+    emu.faults.fail_next(1, 429, retry_after=3)
     entries = rows(1_000)
     sink = sink_for(emu)
-    options: dict[str, Any] = {"max_batch_size": 100, "max_interval": 60, "max_requests_per_minute": None}
+    # A budget so large that no request waits for it; what the throttle does to its rate is checked below.
+    options: dict[str, Any] = {"max_batch_size": 100, "max_interval": 60, "max_requests_per_minute": 6000}
     async with BufferingForwarder(sink, spool=spool, **options) as fwd:
         await offer(fwd, entries[:100])
         with anyio.fail_after(30):
             while not fwd.health().throttled:  # noqa: ASYNC110 (bounded by fail_after)
                 await anyio.sleep(0.01)
-            await offer(fwd, entries[100:])
+            # The sink said so the moment the 429 came: its request still waits out the 3 s it was asked.
+            assert fwd.statistics().sent == 0
+            for start in range(100, 1_000, 100):
+                await offer(fwd, entries[start : start + 100])
+                await anyio.wait_all_tasks_blocked()
             assert await fwd.flush(30) == 0
     landed = [r["Id"] for r in emu.rows(emu.table)]
     assert sorted(landed) == sorted(e.id for e in entries)  # every row, once
     assert emu.stats().requests == 3  # the throttled one, its retry after the wait, and one for the rest
     stats = fwd.statistics()
     assert stats.sent == 1_000 and stats.dropped == {} and stats.throttles == 1
+    # halved by the throttle; the throttled delivery did not raise it back, the next one did by a twentieth
+    assert fwd.health().request_rate == 3_300
 
 
 # -- what an operator sees -----------------------------------------------------------------------------------
@@ -286,3 +293,41 @@ async def test_throttling_shows_in_the_metrics() -> None:
                             points[metric.name] = point.value
     assert points["audit.forward.throttled"] >= 0.2
     assert points["audit.forward.request_rate"] == 60  # halved from 120 by the throttle
+
+
+class Live(RecordingForwarder):
+    """A sink that says the moment the service throttles, as the Azure sink does, and in its result too."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.listener: Any = None
+        self.go = anyio.Event()
+
+    def listen_for_throttling(self, listener: Any) -> None:
+        self.listener = listener
+
+    async def send_batch(self, entries: Sequence[AuditEntry], /) -> SendResult:
+        self.listener(30.0)  # a 429 came back: the forwarder hears it now
+        self.listener(30.0)  # a second request of the same episode
+        await self.go.wait()  # ...while this request waits out what it was asked
+        await super().send_batch(entries)
+        return SendResult(len(entries), retry_after=30.0)
+
+
+@pytest.mark.anyio
+async def test_a_sink_that_says_it_at_once_pauses_everything_at_once_and_is_counted_once() -> None:
+    sink = Live()
+    async with BufferingForwarder(
+        sink, max_batch_size=1, max_requests_per_minute=600, drain_timeout=5
+    ) as fwd:
+        fwd.forward(AuditEntry("x"))
+        with anyio.fail_after(10):
+            while not fwd.health().throttled:  # noqa: ASYNC110 (bounded by fail_after)
+                await anyio.sleep(0.01)
+        assert fwd.statistics().sent == 0  # the throttled request has not come back yet
+        assert fwd.health().request_rate == 300  # halved once for the episode, not once per request
+        sink.go.set()
+        with anyio.fail_after(10):
+            await sink.wait_for_rows(1)
+    stats = fwd.statistics()
+    assert stats.throttles == 2 and stats.sent == 1  # each throttled request counted; the result not again

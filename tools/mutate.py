@@ -89,6 +89,24 @@ MUTANTS = [
         "            return result",
     ),
     Mutant(
+        "throttle: the sink says a throttle at once",
+        f"{PKG}/_sinks/azure/retry.py",
+        "                        record.on_throttle(asked)",
+        "                        pass",
+    ),
+    Mutant(
+        "throttle: the rate is lowered once per episode",
+        f"{PKG}/_core/delivery.py",
+        "        if self.budget is not None and not same_episode:",
+        "        if self.budget is not None:",
+    ),
+    Mutant(
+        "throttle: a live sink's result is not counted again",
+        f"{PKG}/_core/delivery.py",
+        "        elif not self._live:\n",
+        "        else:\n",
+    ),
+    Mutant(
         "throttle: the gate never shortens a pause",
         f"{PKG}/_core/throttle.py",
         "            if until > self._until:\n                self._until = until",

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 __all__ = ["SINK_BACKOFF_FIRST", "SINK_BACKOFF_MAX", "Attempt", "Delivery", "reraise_interrupt"]
 
+import contextlib
 import random
 import threading
 import time
@@ -46,8 +47,6 @@ class Attempt:
     raised: BaseException | None = None
     #: Why, when the sink raised: the error the rows are counted with.
     error: str = ""
-    #: The service throttled this delivery: seconds added to the pause of new requests (``None``: it did not).
-    throttled: float | None = None
 
     def reraise_interrupt(self) -> None:
         """Re-raise a ``KeyboardInterrupt``/``SystemExit`` the sink raised, once the rows are counted."""
@@ -81,6 +80,7 @@ class Delivery:
         *,
         gate: ThrottleGate | None = None,
         budget: RequestBudget | None = None,
+        on_throttle: Callable[[float, float | None], None] | None = None,
         jitter: Callable[[], float] = random.random,
     ) -> None:
         self._sink = sink
@@ -89,6 +89,13 @@ class Delivery:
         self.gate = gate or ThrottleGate()
         #: This instance's request budget (``None``: no budget).
         self.budget = budget
+        self._on_throttle = on_throttle
+        # A sink that can say the moment the service throttles (the Azure sink) is listened to: one throttled
+        # request pauses every new one at once, not when its own retries are done.
+        listen = getattr(sink, "listen_for_throttling", None)
+        self._live = callable(listen)
+        if self._live:
+            listen(self.throttled)  # type: ignore[misc]
         #: Where a sink's exceptions (and the pump's own) are logged, rate-limited.
         self.errors = errors
         self._jitter = jitter
@@ -117,8 +124,9 @@ class Delivery:
             error = self.contain(exc, fate)
             failed = SendResult.failed("sink_error", len(rows), error)
             return Attempt(failed, time.perf_counter() - started, exc, error)
-        elapsed = time.perf_counter() - started
-        return Attempt(result, elapsed, throttled=None if result is None else self._heed(result))
+        if result is not None:
+            self._heed(result)
+        return Attempt(result, time.perf_counter() - started)
 
     def delay(self, *, full: bool = False) -> float:
         """Seconds the next delivery should wait: while the gate is closed, and, for a delivery that is not
@@ -132,16 +140,26 @@ class Delivery:
         """The request budget's current rate, requests a minute (``None``: no budget)."""
         return None if self.budget is None else self.budget.rate
 
-    def _heed(self, result: SendResult) -> float | None:
-        """Close the gate and lower the rate if the service throttled this delivery, else raise the rate
-        (pure logic: nothing here can fail). -> seconds added to the pause, ``None`` if not throttled"""
+    def throttled(self, retry_after: float | None) -> None:
+        """The service throttled a request and asked to wait *retry_after* seconds (``None``: unsaid): close
+        the gate, lower the rate (once per episode: requests throttled while the gate is already closed do
+        not lower it again), and tell ``on_throttle``. Thread-safe; never raises."""
+        same_episode = self.gate.delay() > 0
+        added = self.gate.close_for(retry_after)
+        if self.budget is not None and not same_episode:
+            self.budget.throttled()
+        if self._on_throttle is not None:
+            with contextlib.suppress(Exception):
+                self._on_throttle(added, self.rate())
+
+    def _heed(self, result: SendResult) -> None:
+        """After a delivery: raise the rate if the service did not throttle it; if it did and the sink could
+        not say so at once, do now what :meth:`throttled` does."""
         if result.retry_after is None:
             if self.budget is not None:
                 self.budget.succeeded()
-            return None
-        if self.budget is not None:
-            self.budget.throttled()
-        return self.gate.close_for(result.retry_after)
+        elif not self._live:
+            self.throttled(result.retry_after)
 
     def contain(self, exc: BaseException, fate: str) -> str:
         """A delivery raised (a bug in the sink or in ours, a foreign cancellation, an interrupt): note it,

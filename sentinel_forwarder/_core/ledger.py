@@ -116,11 +116,9 @@ class Ledger:
                 self._batches_sent += 1
         self.reporter.result(result, elapsed)
 
-    def throttled(self, seconds: float | None, rate: float | None) -> None:
-        """The service throttled a delivery (already counted): new requests pause *seconds* more; the request
-        rate is now *rate* a minute (``None``: no budget). Nothing if *seconds* is ``None``."""
-        if seconds is None:
-            return
+    def throttled(self, seconds: float, rate: float | None) -> None:
+        """The service throttled a request: new requests pause *seconds* more; the request rate is now *rate*
+        a minute (``None``: no budget)."""
         with self.lock:
             self._throttles += 1
             self._throttled_seconds += seconds

@@ -238,7 +238,6 @@ class MemoryPump:
                     elif attempt.result is not None:
                         pending = 0
                         ledger.delivered(attempt.result, attempt.elapsed)
-                        ledger.throttled(attempt.throttled, self._delivery.rate())
                     # else: cut short at the drain deadline (pending, handed)
                 else:
                     pending = 0

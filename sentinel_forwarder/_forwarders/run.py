@@ -87,7 +87,11 @@ class Run:
         self.scopes = scopes = WorkScopes()
         rpm = options.max_requests_per_minute
         self.delivery = delivery = Delivery(
-            sink, scopes, errors, budget=None if rpm is None else RequestBudget(rpm)
+            sink,
+            scopes,
+            errors,
+            budget=None if rpm is None else RequestBudget(rpm),
+            on_throttle=ledger.throttled,
         )
         self.evidence = evidence = Evidence(
             delivery.send_uncounted,

@@ -417,7 +417,6 @@ class SpoolPump:
                 attempt.reraise_interrupt()
             elif attempt.result is not None:
                 await self._settle_safely(ids, attempt.result, attempt.elapsed)
-                self._ledger.throttled(attempt.throttled, self._delivery.rate())
             # else: abandoned at the drain deadline; the rows stay spooled for the next run
         finally:
             del self._busy[ids[0]]

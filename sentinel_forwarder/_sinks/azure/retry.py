@@ -33,6 +33,7 @@ __all__ = [
     "root_cause",
 ]
 
+import contextlib
 import errno
 import http.client
 import json
@@ -90,6 +91,10 @@ class RetryRecord:
     throttled: float | None = None
     #: Seconds spent waiting as the service asked when it throttled (not charged to the retry budget).
     throttled_wait: float = 0.0
+    #: Told at once when the service throttles an attempt, with the wait it asked for (``None``: unsaid), so
+    #: the forwarder pauses its other new requests now, not when this request is done. Its failures are
+    #: ignored.
+    on_throttle: Callable[[float | None], None] | None = None
 
     def explain(self) -> str:
         """Everything known about the failure, in one line for the drop log."""
@@ -317,6 +322,10 @@ class IngestionRetryPolicy(RetryPolicy):  # type: ignore[type-arg]
                 # Throttled: the service said when. That wait is not a failure: neither a retry nor budget.
                 wait = self.backoff_for(throttled_attempts + 1) if asked is None else asked
                 record.throttled = max(record.throttled or 0.0, asked or 0.0)
+                if record.on_throttle is not None:
+                    # The forwarder's bookkeeping must not fail this request.
+                    with contextlib.suppress(Exception):
+                        record.on_throttle(asked)
                 if record.throttled_wait + wait > THROTTLE_PATIENCE:
                     record.stopped = (
                         f"the service kept throttling for more than {THROTTLE_PATIENCE:g} s "

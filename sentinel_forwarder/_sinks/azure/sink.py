@@ -21,7 +21,7 @@ import io
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from types import MappingProxyType
 from typing import Any
@@ -153,12 +153,22 @@ class AzureSentinelForwarder(AuditSink):
         self._workers = DaemonWorkers(max_concurrent_uploads, name="sentinel-forwarder-upload")
         self._closed = False
         self._errors = ErrorLog(logger)
+        self._throttle_listener: Callable[[float | None], None] | None = None
 
     def __repr__(self) -> str:
         return (
             f"{type(self).__name__}(endpoint={self.endpoint!r}, rule_id={self.rule_id!r}, "
             f"stream_name={self.stream_name!r}, cloud={self.cloud!r})"
         )
+
+    def listen_for_throttling(self, listener: Callable[[float | None], None]) -> None:
+        """Call ``listener(retry_after)`` (from an upload thread) the moment the service throttles a request
+        (429, or 503 with ``Retry-After``), with the seconds it asked to wait (``None``: unsaid).
+
+        ``BufferingForwarder`` listens, so that one throttled request pauses all its new requests at once;
+        without a listener the sink's results still say it (``SendResult.retry_after``).
+        """
+        self._throttle_listener = listener
 
     # -- lifecycle ---------------------------------------------------------------------------------------
 
@@ -306,7 +316,8 @@ class AzureSentinelForwarder(AuditSink):
             return self._drop(
                 "retries_exhausted", count, "the batch's retry budget was spent on earlier chunks"
             )
-        return self._post(client, body, count, RetryRecord(cancel=cancel), deadline)
+        record = RetryRecord(cancel=cancel, on_throttle=self._throttle_listener)
+        return self._post(client, body, count, record, deadline)
 
     def probe(self, entries: Sequence[AuditEntry] = ()) -> None:
         """Post *entries* in one request through the same pipeline as batches, and raise what the SDK raises.
