@@ -287,6 +287,23 @@ async def test_a_failed_heartbeat_hands_its_counts_to_the_next() -> None:
     assert sum(b["offered"] for b in beats(sink)) == 1 == beats(sink)[0]["offered"]
 
 
+async def test_a_heartbeat_the_sink_never_answers_does_not_outlast_the_drain_deadline() -> None:
+    """Heartbeats go through the run's work scope: at the drain deadline the abort ends a hanging one, so
+    closing returns (the caller's cancellation alone would not reach it)."""
+    sink = RecordingForwarder()
+    fwd = BufferingForwarder(sink, max_interval=0.01, heartbeat_interval=0.05, drain_timeout=0.5)
+    async with fwd:
+        fwd.forward(AuditEntry("one"))
+        await sink.wait_for_rows(1)
+        sink.hold()  # from now on the sink never answers: the next heartbeat hangs
+        with anyio.fail_after(10):
+            while sink.started < 2:  # noqa: ASYNC110 (bounded by fail_after)
+                await anyio.sleep(0.01)
+        with anyio.fail_after(10):  # closing returns at the drain deadline, heartbeat or not
+            await fwd.aclose()
+    assert [e.summary for e in sink.rows] == ["one"]
+
+
 async def test_heartbeats_off() -> None:
     sink = RecordingForwarder()
     async with BufferingForwarder(sink, max_interval=0.01, heartbeat_interval=0) as fwd:

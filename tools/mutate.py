@@ -156,6 +156,12 @@ MUTANTS = [
         "            raise\n",
     ),
     Mutant(
+        "a heartbeat under way ends by the drain deadline",
+        f"{PKG}/_forwarders/run.py",
+        "        if not (self._drained.is_set() and self._beats_done.is_set()):",
+        "        if not self._drained.is_set():",
+    ),
+    Mutant(
         "delivery: a heartbeat goes through the work scope",
         f"{PKG}/_core/delivery.py",
         "        with self._scopes.shielded():\n            answer = await self._sink.send_batch(rows)",

@@ -124,6 +124,7 @@ class Run:
         # Created on the event loop when the run opens.
         self._close_requested: anyio.Event | None = None
         self._drained: anyio.Event | None = None
+        self._beats_done: anyio.Event | None = None
         self._stopped: anyio.Event | None = None
         self._drain_deadline = 0.0  # when closing, the drain's deadline (anyio.current_time())
 
@@ -175,6 +176,7 @@ class Run:
         self.buffer.bind()
         self._close_requested = anyio.Event()
         self._drained = anyio.Event()
+        self._beats_done = anyio.Event()
         self._stopped = anyio.Event()
         try:
             await self.pump.open()  # an unusable spool directory fails here, at startup
@@ -193,8 +195,7 @@ class Run:
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._pump_until_drained, tg, name="sentinel_forwarder pump")
-                assert self.buffer.closed is not None
-                tg.start_soon(self.evidence.run, self.buffer.closed, name="sentinel_forwarder heartbeat")
+                tg.start_soon(self._beat_until_closed, name="sentinel_forwarder heartbeat")
                 task_status.started()
                 try:
                     await self._close_requested.wait()
@@ -225,6 +226,13 @@ class Run:
             return 0 if self.state is Lifecycle.CLOSED else len(self.buffer.rows)
         return await self.pump.flush(timeout)
 
+    async def _beat_until_closed(self) -> None:
+        assert self.buffer.closed is not None and self._beats_done is not None
+        try:
+            await self.evidence.run(self.buffer.closed)
+        finally:
+            self._beats_done.set()
+
     async def _pump_until_drained(self, tg: TaskGroup) -> None:
         assert self._drained is not None
         try:
@@ -238,9 +246,11 @@ class Run:
             self.state = Lifecycle.CLOSING
         self.buffer.close()
         self._drain_deadline = anyio.current_time() + self._drain_timeout
+        assert self._beats_done is not None
         with anyio.move_on_after(self._drain_timeout):
             await self._drained.wait()
-        if not self._drained.is_set():
+            await self._beats_done.wait()  # a heartbeat under way, too, ends by the deadline
+        if not (self._drained.is_set() and self._beats_done.is_set()):
             self.scopes.abort()
 
     async def _close_sink(self) -> None:
