@@ -331,3 +331,19 @@ async def test_a_sink_that_says_it_at_once_pauses_everything_at_once_and_is_coun
             await sink.wait_for_rows(1)
     stats = fwd.statistics()
     assert stats.throttles == 2 and stats.sent == 1  # each throttled request counted; the result not again
+
+
+@pytest.mark.anyio
+async def test_a_large_request_does_not_wait_for_the_budget(spool: Path | None) -> None:
+    sink = Throttling(throttled=0, wait=0)
+    # 6 a minute: after the first request the next token is 10 s away; a large request (a quarter of
+    # max_request_rows, 100 rows here) goes anyway, so throughput under load is not capped by the budget.
+    options: dict[str, Any] = {"max_batch_size": 10, "max_request_rows": 400, "max_requests_per_minute": 6}
+    async with BufferingForwarder(sink, spool=spool, max_interval=60, **options) as fwd:
+        await offer(fwd, [AuditEntry(f"a{i}") for i in range(100)])
+        with anyio.fail_after(5):  # well under the 10 s a small request would wait
+            await sink.called.wait()
+            await offer(fwd, [AuditEntry(f"b{i}") for i in range(100)])
+            while len(sink.calls) < 2:  # noqa: ASYNC110 (bounded by fail_after)
+                await anyio.sleep(0.01)
+    assert sink.calls[:2] == [100, 100]

@@ -107,6 +107,12 @@ MUTANTS = [
         "        else:\n",
     ),
     Mutant(
+        "throttle: a large request goes without waiting for the budget",
+        f"{PKG}/_core/pump.py",
+        "        return max(self.max_request_rows // 4, self.max_batch_size)",
+        "        return self.max_request_rows * 1000",
+    ),
+    Mutant(
         "throttle: the gate never shortens a pause",
         f"{PKG}/_core/throttle.py",
         "            if until > self._until:\n                self._until = until",

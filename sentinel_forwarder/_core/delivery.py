@@ -130,7 +130,8 @@ class Delivery:
 
     def delay(self, *, full: bool = False) -> float:
         """Seconds the next delivery should wait: while the gate is closed, and, for a delivery that is not
-        full, until the budget has a token (meanwhile more rows arrive and the request grows). 0: go."""
+        *full* (large enough, see ``Batching.large``), until the budget has a token (meanwhile more rows
+        arrive and the request grows). 0: go."""
         wait = self.gate.delay()
         if self.budget is not None and not full:
             wait = max(wait, self.budget.delay())

@@ -50,6 +50,13 @@ class Batching:
     #: Rows the buffer holds.
     capacity: int
 
+    @property
+    def large(self) -> int:
+        """Rows that make a request large enough to go without waiting for the request budget: a quarter
+        of ``max_request_rows`` (1,250 by default, ~0.7 MB of JSON with the hash chain: under 2 requests per
+        MB), and never fewer than ``max_batch_size``."""
+        return max(self.max_request_rows // 4, self.max_batch_size)
+
 
 class Pump(Protocol):
     """Moves rows from the buffer to the sink; one per run of a forwarder."""
@@ -206,11 +213,11 @@ class MemoryPump:
         return start, rows
 
     async def _admitted(self) -> None:
-        """Wait while the service throttles, and for the request budget unless the request will be full;
-        rows that arrive meanwhile join it (up to ``max_request_rows``)."""
-        buffer, full = self._buffer, self._batching.max_request_rows
+        """Wait while the service throttles, and for the request budget unless the request is large
+        (:attr:`Batching.large`); rows that arrive meanwhile join it (up to ``max_request_rows``)."""
+        buffer, large = self._buffer, self._batching.large
         while True:
-            wait = self._delivery.delay(full=len(buffer.rows) >= full or not buffer.accepting)
+            wait = self._delivery.delay(full=len(buffer.rows) >= large or not buffer.accepting)
             if wait <= 0:
                 return
             # Look again soon: the request may fill up meanwhile, and then it goes.

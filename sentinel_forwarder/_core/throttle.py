@@ -5,10 +5,11 @@ instances sharing one DCR stays within it without any coordination if each insta
 
 - **pauses all its new requests** when the service throttles any of them, for as long as it asked (the
   :class:`ThrottleGate`: capped, jittered, so a fleet does not come back in lock-step), and
-- **spends its own request budget** (the :class:`RequestBudget`, a token bucket): a request that is not full
-  waits for a token while rows keep arriving, so requests grow instead of multiplying. After a throttle the
-  rate halves; every delivery that is not throttled adds back a twentieth of the ceiling (additive
-  increase, multiplicative decrease), so a fleet converges on what the DCR serves.
+- **spends its own request budget** (the :class:`RequestBudget`, a token bucket): a small request (under a
+  quarter of ``max_request_rows``) waits for a token while rows keep arriving, so requests grow instead of
+  multiplying. After a throttle the rate halves; every delivery that is not throttled adds back a
+  twentieth of the ceiling (additive increase, multiplicative decrease), so a fleet converges on what the
+  DCR serves.
 
 Both are pure logic over an injectable clock; :class:`~sentinel_forwarder._core.delivery.Delivery` owns
 one of each, and the pumps ask it how long to wait before they take the next batch.
@@ -32,8 +33,8 @@ from typing import Final
 
 #: A request budget of 150 requests a minute per instance by default (2.5 a second). At 1,000 rows/s of
 #: ~550-byte rows (0.55 MB/s) that is at most ~4.5 requests per MB, and a DCR's 12,000 requests a minute
-#: serve 80 instances at their ceiling. Full requests (``max_request_rows`` rows) never wait for the budget,
-#: so throughput under load is not capped by it. See docs/fleet.md.
+#: serve 80 instances at their ceiling. Large requests (a quarter of ``max_request_rows`` or more) never wait
+#: for the budget, so throughput under load is not capped by it. See docs/fleet.md.
 DEFAULT_MAX_REQUESTS_PER_MINUTE: Final = 150
 #: The pause after a throttle whose answer did not say how long (seconds).
 THROTTLE_DEFAULT_WAIT: Final = 1.0

@@ -126,8 +126,8 @@ class BufferingForwarder:
     :param heartbeat_interval: seconds between heartbeat rows sent to *inner* (and one more at close);
         ``None`` (the default here; ``add_sentinel_forwarder`` sends one every 60 s) or 0: none.
     :param application: the application name heartbeat rows carry; the program's name by default.
-    :param max_requests_per_minute: this instance's request budget: a request that is not full
-        (``max_request_rows``) waits for it, so rows coalesce instead of multiplying requests; the rate
+    :param max_requests_per_minute: this instance's request budget: a small request (under a quarter of
+        ``max_request_rows``) waits for it, so rows coalesce instead of multiplying requests; the rate
         halves when the service throttles and comes back slowly (docs/fleet.md). ``None`` or 0: no budget.
         Whatever the budget, when the service throttles (429, or 503 with ``Retry-After``) every new request
         of this forwarder pauses for the time it asked.

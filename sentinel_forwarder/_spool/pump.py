@@ -220,7 +220,7 @@ class SpoolPump:
         if wait == 0:
             # While the service throttles, nothing goes; a request that is not full also waits for the
             # request budget, and grows meanwhile (rows read back from disk come in full requests).
-            full = closing or self._from_disk or len(self._cache) >= self._batching.max_request_rows
+            full = closing or self._from_disk or len(self._cache) >= self._batching.large
             wait = self._delivery.delay(full=full)
         if wait == 0:
             batch = await self._take()
