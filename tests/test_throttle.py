@@ -302,6 +302,7 @@ class Live(RecordingForwarder):
         super().__init__()
         self.listener: Any = None
         self.go = anyio.Event()
+        self.heard = anyio.Event()
 
     def listen_for_throttling(self, listener: Any) -> None:
         self.listener = listener
@@ -309,6 +310,7 @@ class Live(RecordingForwarder):
     async def send_batch(self, entries: Sequence[AuditEntry], /) -> SendResult:
         self.listener(30.0)  # a 429 came back: the forwarder hears it now
         self.listener(30.0)  # a second request of the same episode
+        self.heard.set()
         await self.go.wait()  # ...while this request waits out what it was asked
         await super().send_batch(entries)
         return SendResult(len(entries), retry_after=30.0)
@@ -322,8 +324,8 @@ async def test_a_sink_that_says_it_at_once_pauses_everything_at_once_and_is_coun
     ) as fwd:
         fwd.forward(AuditEntry("x"))
         with anyio.fail_after(10):
-            while not fwd.health().throttled:  # noqa: ASYNC110 (bounded by fail_after)
-                await anyio.sleep(0.01)
+            await sink.heard.wait()
+        assert fwd.health().throttled
         assert fwd.statistics().sent == 0  # the throttled request has not come back yet
         assert fwd.health().request_rate == 300  # halved once for the episode, not once per request
         sink.go.set()
@@ -344,6 +346,5 @@ async def test_a_large_request_does_not_wait_for_the_budget(spool: Path | None) 
         with anyio.fail_after(5):  # well under the 10 s a small request would wait
             await sink.called.wait()
             await offer(fwd, [AuditEntry(f"b{i}") for i in range(100)])
-            while len(sink.calls) < 2:  # noqa: ASYNC110 (bounded by fail_after)
-                await anyio.sleep(0.01)
+            await sink.wait_for_rows(batches=2)
     assert sink.calls[:2] == [100, 100]
