@@ -348,3 +348,35 @@ async def test_a_large_request_does_not_wait_for_the_budget(spool: Path | None) 
             await offer(fwd, [AuditEntry(f"b{i}") for i in range(100)])
             await sink.wait_for_rows(batches=2)
     assert sink.calls[:2] == [100, 100]
+
+
+def test_once_throttled_only_full_requests_skip_the_budget() -> None:
+    from sentinel_forwarder._core.batching import Batching
+    from sentinel_forwarder._core.delivery import Delivery
+    from sentinel_forwarder._core.scopes import WorkScopes
+    from sentinel_forwarder._util.ratelimited import ErrorLog
+
+    clock = Clock()
+    budget = RequestBudget(60, clock=clock)
+    gate = ThrottleGate(clock=clock, jitter=lambda: 0.0)
+    delivery = Delivery(
+        RecordingForwarder(),
+        WorkScopes(),
+        ErrorLog(__import__("logging").getLogger("t")),
+        gate=gate,
+        budget=budget,
+    )
+    batching = Batching(
+        max_batch_size=10, max_interval=5.0, max_request_rows=400, max_in_flight=4, capacity=10
+    )
+    for _ in range(2):
+        budget.spend()  # the bucket is empty: a small request waits a second
+    assert delivery.delay(10, batching) == pytest.approx(1.0)
+    assert delivery.delay(100, batching) == 0.0  # large (a quarter of 400): goes
+    assert delivery.delay(10, batching, closing=True) == 0.0  # closing: the gate only
+    delivery.throttled(5.0)  # the rate is lowered and the gate closed
+    clock.now += 5.0
+    budget.spend()
+    budget.spend()  # the bucket is empty again
+    assert delivery.delay(100, batching) > 0  # large is no longer enough...
+    assert delivery.delay(400, batching) == 0.0  # ...only a full request skips the budget

@@ -108,9 +108,15 @@ MUTANTS = [
     ),
     Mutant(
         "throttle: a large request goes without waiting for the budget",
-        f"{PKG}/_core/pump.py",
+        f"{PKG}/_core/batching.py",
         "        return max(self.max_request_rows // 4, self.max_batch_size)",
         "        return self.max_request_rows * 1000",
+    ),
+    Mutant(
+        "throttle: once throttled only full requests skip the budget",
+        f"{PKG}/_core/delivery.py",
+        "        large = batching.max_request_rows if budget.lowered else batching.large",
+        "        large = batching.large",
     ),
     Mutant(
         "throttle: the gate never shortens a pause",

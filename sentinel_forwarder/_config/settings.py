@@ -220,7 +220,7 @@ _VALID: Mapping[str, str] = {
     "max_interval": f"{_SECONDS}, more than 0",
     "capacity": "a whole number of rows, at least 1, e.g. 10000",
     "max_batches_in_flight": "a whole number, at least 1, e.g. 4",
-    "max_requests_per_minute": "a number of requests a minute, 0 or more (0: no budget), e.g. 150",
+    "max_requests_per_minute": "a number of requests a minute, 0 or more (0: no budget), e.g. 30",
     "drain_timeout": f"{_SECONDS}, 0 or more",
     "retry_timeout": f"{_SECONDS}, more than 0",
     "min_severity": "None, Low, Medium, High or Critical (any case), or 0 to 4",

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from .._model.entry import AuditEntry
 from .._model.protocol import AuditForwarder, SendResult
 from .._util.ratelimited import ErrorLog
+from .batching import Batching
 from .scopes import WorkScopes
 from .stages import INTERRUPTS
 from .throttle import RequestBudget, ThrottleGate
@@ -128,13 +129,18 @@ class Delivery:
             self._heed(result)
         return Attempt(result, time.perf_counter() - started)
 
-    def delay(self, *, full: bool = False) -> float:
-        """Seconds the next delivery should wait: while the gate is closed, and, for a delivery that is not
-        *full* (large enough, see ``Batching.large``), until the budget has a token (meanwhile more rows
-        arrive and the request grows). 0: go."""
+    def delay(self, waiting: int, batching: Batching, *, closing: bool = False) -> float:
+        """Seconds the next delivery, of *waiting* rows, should wait: while the gate is closed, and, for a
+        small one, until the budget has a token (meanwhile more rows arrive and the request grows). Small:
+        under ``batching.large`` rows, or, once the service has throttled and the rate is lowered, under
+        ``max_request_rows`` (then only full requests skip the budget). Closing: the gate only. 0: go."""
         wait = self.gate.delay()
-        if self.budget is not None and not full:
-            wait = max(wait, self.budget.delay())
+        budget = self.budget
+        if budget is None or closing:
+            return wait
+        large = batching.max_request_rows if budget.lowered else batching.large
+        if waiting < large:
+            wait = max(wait, budget.delay())
         return wait
 
     def rate(self) -> float | None:

@@ -11,12 +11,11 @@ row, on ``flush()`` or at close; under load it coalesces what waits into one del
 
 from __future__ import annotations
 
-__all__ = ["Batching", "MemoryPump", "Pump"]
+__all__ = ["MemoryPump", "Pump"]
 
 import contextlib
 from collections import deque
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Protocol
 
@@ -24,6 +23,7 @@ import anyio
 from anyio.abc import TaskGroup
 
 from .._model.entry import AuditEntry
+from .batching import Batching
 from .buffer import Buffer
 from .delivery import SINK_BACKOFF_MAX, Delivery, reraise_interrupt
 from .ledger import Ledger
@@ -33,29 +33,6 @@ from .stages import Stages
 _NO_EXTRA: Mapping[str, Any] = MappingProxyType({})
 #: While a batch waits for the request budget, how often (seconds) it looks whether it filled up.
 ADMISSION_POLL = 0.05
-
-
-@dataclass(frozen=True)
-class Batching:
-    """When a batch is due and how much one delivery takes (validated by the forwarder)."""
-
-    #: A batch is due as soon as this many rows wait.
-    max_batch_size: int
-    #: Seconds from a batch's first row until it is handed over even if not full.
-    max_interval: float
-    #: Rows one delivery may take when more than a batch is waiting.
-    max_request_rows: int
-    #: Deliveries at once.
-    max_in_flight: int
-    #: Rows the buffer holds.
-    capacity: int
-
-    @property
-    def large(self) -> int:
-        """Rows that make a request large enough to go without waiting for the request budget: a quarter
-        of ``max_request_rows`` (1,250 by default, ~0.7 MB of JSON with the hash chain: under 2 requests per
-        MB), and never fewer than ``max_batch_size``."""
-        return max(self.max_request_rows // 4, self.max_batch_size)
 
 
 class Pump(Protocol):
@@ -215,9 +192,9 @@ class MemoryPump:
     async def _admitted(self) -> None:
         """Wait while the service throttles, and for the request budget unless the request is large
         (:attr:`Batching.large`); rows that arrive meanwhile join it (up to ``max_request_rows``)."""
-        buffer, large = self._buffer, self._batching.large
+        buffer = self._buffer
         while True:
-            wait = self._delivery.delay(full=len(buffer.rows) >= large or not buffer.accepting)
+            wait = self._delivery.delay(len(buffer.rows), self._batching, closing=not buffer.accepting)
             if wait <= 0:
                 return
             # Look again soon: the request may fill up meanwhile, and then it goes.

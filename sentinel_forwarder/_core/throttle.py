@@ -31,11 +31,13 @@ import time
 from collections.abc import Callable
 from typing import Final
 
-#: A request budget of 150 requests a minute per instance by default (2.5 a second). At 1,000 rows/s of
-#: ~550-byte rows (0.55 MB/s) that is at most ~4.5 requests per MB, and a DCR's 12,000 requests a minute
-#: serve 80 instances at their ceiling. Large requests (a quarter of ``max_request_rows`` or more) never wait
-#: for the budget, so throughput under load is not capped by it. See docs/fleet.md.
-DEFAULT_MAX_REQUESTS_PER_MINUTE: Final = 150
+#: A request budget of 30 requests a minute per instance by default (one every 2 s), chosen by measurement
+#: (benchmarks/bench_fleet.py, docs/benchmarks.md): with 150 a fleet of 8 instances at 1,000 rows/s filled a
+#: DCR scaled to 600 requests a minute in 30 s and then waited out 30-s throttles. Small requests wait for
+#: it; large ones (a quarter of ``max_request_rows``) do not until the service has throttled, so a single
+#: instance's throughput under load is not capped by it. At 300 rows/s that is ~3 requests per MB, at
+#: 1,000 rows/s ~1.5. See docs/fleet.md.
+DEFAULT_MAX_REQUESTS_PER_MINUTE: Final = 30
 #: The pause after a throttle whose answer did not say how long (seconds).
 THROTTLE_DEFAULT_WAIT: Final = 1.0
 #: The longest pause one answer can impose (seconds): a ``Retry-After`` beyond it is capped.
@@ -112,6 +114,12 @@ class RequestBudget:
         self._capacity = max(self.ceiling / 60 * 2, 1.0)  # two seconds' worth
         self._tokens = self._capacity
         self._stamp = clock()
+
+    @property
+    def lowered(self) -> bool:
+        """Whether the rate is below the ceiling (the service throttled, and the rate has not come back)."""
+        with self._lock:
+            return self._rate < self.ceiling
 
     @property
     def rate(self) -> float:

@@ -41,8 +41,8 @@ import anyio
 from anyio.abc import TaskGroup, TaskStatus
 from opentelemetry import metrics
 
+from .._core.batching import Batching
 from .._core.metrics import instruments_for
-from .._core.pump import Batching
 from .._core.stages import Transform
 from .._core.throttle import DEFAULT_MAX_REQUESTS_PER_MINUTE
 from .._evidence.chain import Key

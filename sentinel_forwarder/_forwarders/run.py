@@ -16,11 +16,12 @@ from dataclasses import dataclass
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
 
+from .._core.batching import Batching
 from .._core.buffer import Buffer
 from .._core.delivery import Delivery
 from .._core.ledger import Ledger
 from .._core.metrics import Instruments, Reporter
-from .._core.pump import Batching, MemoryPump, Pump
+from .._core.pump import MemoryPump, Pump
 from .._core.scopes import WorkScopes
 from .._core.stages import Stages, Transform
 from .._core.throttle import RequestBudget

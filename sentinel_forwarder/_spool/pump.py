@@ -37,10 +37,10 @@ from typing import Any, Final
 import anyio
 from anyio.abc import TaskGroup
 
+from .._core.batching import Batching
 from .._core.buffer import Buffer
 from .._core.delivery import Delivery, reraise_interrupt
 from .._core.ledger import Ledger
-from .._core.pump import Batching
 from .._core.scopes import WorkScopes
 from .._core.stages import Staged, Stages
 from .._evidence.chain import ChainHead
@@ -218,10 +218,10 @@ class SpoolPump:
         closing = not self._buffer.accepting
         wait = self._due(closing)
         if wait == 0:
-            # While the service throttles, nothing goes; a request that is not full also waits for the
-            # request budget, and grows meanwhile (rows read back from disk come in full requests).
-            full = closing or self._from_disk or len(self._cache) >= self._batching.large
-            wait = self._delivery.delay(full=full)
+            # While the service throttles, nothing goes; a small request also waits for the request budget,
+            # and grows meanwhile (rows read back from disk come in full requests).
+            waiting = self._batching.max_request_rows if self._from_disk else len(self._cache)
+            wait = self._delivery.delay(waiting, self._batching, closing=closing)
         if wait == 0:
             batch = await self._take()
             if batch is not None:
