@@ -55,7 +55,7 @@ MUTANTS = [
     Mutant(
         "throttle: the spool pump waits before it takes",
         f"{PKG}/_spool/pump.py",
-        "            wait = self._delivery.delay(full=full)\n",
+        "            wait = self._delivery.delay(waiting, self._batching, closing=closing)\n",
         "",
     ),
     Mutant(
@@ -73,8 +73,8 @@ MUTANTS = [
     Mutant(
         "throttle: a request that is not full waits for the budget",
         f"{PKG}/_core/delivery.py",
-        "        if self.budget is not None and not full:",
-        "        if False:",
+        "        if waiting < large:\n",
+        "        if False:\n",
     ),
     Mutant(
         "throttle: a throttle is not charged to the retry budget",
