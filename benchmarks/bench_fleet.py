@@ -14,8 +14,8 @@ Reported per scenario: landed share (distinct rows stored / rows offered), rows 
 unconfirmed and still spooled at close, 429s, accepted requests per minute (fleet, against the DCR's limit;
 per instance, against its budget, 30 a minute by default), rows per accepted request, and p50/p99
 delivery latency (offered -> accepted). Plus one instance alone (no rate limit) at 300, 1,000 and 3,000
-rows/s: requests per MB of JSON. The ``Retry-After`` values the service asked for are recorded in each client by wrapping the
-throttle gate's ``close_for`` (measurement only; the library is not changed).
+rows/s: requests per MB of JSON. The ``Retry-After`` values the service asked for are recorded in each
+client by wrapping the throttle gate's ``close_for`` (measurement only; the library is not changed).
 
 Run: ``python benchmarks/bench_fleet.py`` (about 25 minutes on 2 cores; ``--seconds`` sets T, 45 by
 default). ``--quick`` is a smoke run (few processes, a few seconds each, about 3 minutes; writes nothing to
