@@ -302,6 +302,8 @@ class SpoolPump:
         lost: list[int] = []
         try:
             staged = await self._stages.run(batch)
+        except anyio.get_cancelled_exc_class():
+            raise  # the run is being cancelled (linking is shielded, so this is not the drain deadline)
         except BaseException as exc:
             # An interrupt from the transform (or a bug in the stages). A commit holds many batches' rows:
             # stage them one at a time, so that only the rows it fails on are lost (counted), as a batch
