@@ -287,6 +287,18 @@ async def test_a_failed_heartbeat_hands_its_counts_to_the_next() -> None:
     assert sum(b["offered"] for b in beats(sink)) == 1 == beats(sink)[0]["offered"]
 
 
+async def test_a_heartbeat_the_service_refused_hands_its_counts_to_the_next() -> None:
+    """A heartbeat the sink answered with a failure (not raised) is not delivered: its deltas go to the next."""
+    sink = RecordingForwarder()
+    async with BufferingForwarder(sink, max_interval=0.01, heartbeat_interval=0.05) as fwd:
+        fwd.forward(AuditEntry("one"))
+        await sink.wait_for_rows(1)
+        sink.fail_next(1, "retries_exhausted")  # the next send (a heartbeat) is answered: not delivered
+        await sink.wait_for_rows(2)
+        await wait_for_beats(sink, 1)
+    assert sum(b["offered"] for b in beats(sink)) == 1 == beats(sink)[0]["offered"]
+
+
 async def test_a_heartbeat_the_sink_never_answers_does_not_outlast_the_drain_deadline() -> None:
     """Heartbeats go through the run's work scope: at the drain deadline the abort ends a hanging one, so
     closing returns (the caller's cancellation alone would not reach it)."""
