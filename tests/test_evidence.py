@@ -288,7 +288,7 @@ async def test_a_failed_heartbeat_hands_its_counts_to_the_next() -> None:
 
 
 async def test_a_heartbeat_the_service_refused_hands_its_counts_to_the_next() -> None:
-    """A heartbeat the sink answered with a failure (not raised) is not delivered: its deltas go to the next."""
+    """A heartbeat answered with a failure (not raised) is not delivered: its deltas go to the next."""
     sink = RecordingForwarder()
     async with BufferingForwarder(sink, max_interval=0.01, heartbeat_interval=0.05) as fwd:
         fwd.forward(AuditEntry("one"))
