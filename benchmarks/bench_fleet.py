@@ -12,15 +12,19 @@ accepted the request, against each row's ``TimeGenerated``; ``ChainId`` tells th
 
 Reported per scenario: landed share (distinct rows stored / rows offered), rows dropped by reason,
 unconfirmed and still spooled at close, 429s, accepted requests per minute (fleet, against the DCR's limit;
-per instance, against its budget, 30 a minute by default), rows per accepted request, and p50/p99
-delivery latency (offered -> accepted). Plus one instance alone (no rate limit) at 300, 1,000 and 3,000
-rows/s: requests per MB of JSON. The ``Retry-After`` values the service asked for are recorded in each
-client by wrapping the throttle gate's ``close_for`` (measurement only; the library is not changed).
+per instance, against its budget, 30 small requests a minute by default), rows per accepted request, and
+p50/p99 delivery latency (offered -> accepted). Plus one instance alone (no rate limit) at 300, 1,000 and
+3,000 rows/s: requests per MB of JSON. Each client records the ``Retry-After`` of every 429 (wrapping the
+retry policy's ``parse_retry_after``) and what its throttle gate was given (wrapping ``close_for``):
+measurement only, the library is not changed. The section names the library's commit and a hash of its
+sources before and after each scenario, and says if another run of this benchmark overlapped.
 
-Run: ``python benchmarks/bench_fleet.py`` (about 25 minutes on 2 cores; ``--seconds`` sets T, 45 by
-default). ``--quick`` is a smoke run (few processes, a few seconds each, about 3 minutes; writes nothing to
-the docs). ``--scenario NAME`` (repeatable) runs only those scenarios (``--list`` names them); ``--no-write``
-leaves docs/benchmarks.md alone. The tables are also written to /tmp/fleet-results.md.
+Run: ``python benchmarks/bench_fleet.py`` (11 to 13 minutes on 2 cores; ``--seconds`` sets T, 45 by
+default). ``--quick`` is a smoke run (a quarter of the processes, 6 s each, the DCR's limit scaled so that
+it throttles; about 5 minutes; writes nothing to the docs). ``--scenario NAME`` (repeatable) runs only those
+scenarios (``--list`` names them); ``--no-write`` leaves docs/benchmarks.md alone. It rewrites the "fleet"
+section of docs/benchmarks.md, keeping any hand-written text after ``<!-- fleet:notes -->`` at its end. The
+tables are also written to /tmp/fleet-results.md (and every figure to /tmp/fleet-results.json).
 """
 
 from __future__ import annotations

@@ -268,3 +268,14 @@ async def test_chunks_after_the_budget_is_spent_are_not_sent(emu: Emulator) -> N
     assert stats.dropped == {"retries_exhausted": 2500 - first}
     assert "spent on earlier chunks" in (stats.last_error or "")
     assert emu.stats().requests == 1  # the other chunks never went out
+
+
+async def test_a_throttle_on_one_chunk_is_not_charged_to_the_chunks_after_it(emu: Emulator) -> None:
+    """A batch cut into several requests: the first is throttled for longer than the batch's retry budget;
+    that wait moves the batch's deadline, so the requests after it are still made and every row lands."""
+    emu.faults.fail_next(1, 429, retry_after=2)
+    entries = rows(2500, size=1000)  # ~2.7 MB of JSON: three requests
+    with anyio.fail_after(HANG):
+        stats = await forward_all(sink_for(emu, retry_timeout=1), entries, max_batch_size=2500)
+    assert stats.sent == 2500 and stats.dropped == {}
+    assert emu.count(emu.table) == 2500 and emu.stats().requests >= 4

@@ -119,6 +119,12 @@ MUTANTS = [
         "        large = batching.large",
     ),
     Mutant(
+        "throttle: a chunk's throttle wait moves the batch's deadline",
+        f"{PKG}/_sinks/azure/sink.py",
+        "            deadline[0] += record.throttled_wait",
+        "            pass",
+    ),
+    Mutant(
         "throttle: the gate never shortens a pause",
         f"{PKG}/_core/throttle.py",
         "            if until > self._until:\n                self._until = until",
@@ -413,7 +419,7 @@ MUTANTS = [
     Mutant(
         "per-chunk budget check",
         f"{PKG}/_sinks/azure/sink.py",
-        "        if time.monotonic() >= deadline:",
+        "        if time.monotonic() >= deadline[0]:",
         "        if False:",
     ),
     Mutant(

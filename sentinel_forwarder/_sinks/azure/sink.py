@@ -280,7 +280,8 @@ class AzureSentinelForwarder(AuditSink):
         client = self._client
         if client is None:
             raise RuntimeError("AzureSentinelForwarder is not open; use 'async with' or call open()")
-        deadline = time.monotonic() + self._retry_timeout
+        # One deadline for the batch's failures; a chunk's throttle wait (no failure) moves it for the rest.
+        deadline = [time.monotonic() + self._retry_timeout]
         codec = self._codec if encoded is None else self._codec.pre_encoded()
         # Each row's outcome is kept in order (SendResult.outcomes), so a spool keeps exactly the right rows.
         parts: list[tuple[list[int], SendResult]] = []  # (positions in entries, their outcome)
@@ -308,16 +309,21 @@ class AzureSentinelForwarder(AuditSink):
         return _assemble(len(entries), parts)
 
     def _post_chunk(
-        self, client: Any, body: bytes, count: int, cancel: threading.Event, deadline: float
+        self, client: Any, body: bytes, count: int, cancel: threading.Event, deadline: list[float]
     ) -> SendResult:
+        """Post one chunk before ``deadline[0]``; what the service asked this chunk to wait when it
+        throttled moves the batch's deadline for the chunks after it too (throttling is not a failure)."""
         if cancel.is_set():
             return self._drop("shutdown_timeout", count, "abandoned at the drain deadline")
-        if time.monotonic() >= deadline:
+        if time.monotonic() >= deadline[0]:
             return self._drop(
                 "retries_exhausted", count, "the batch's retry budget was spent on earlier chunks"
             )
         record = RetryRecord(cancel=cancel, on_throttle=self._throttle_listener)
-        return self._post(client, body, count, record, deadline)
+        try:
+            return self._post(client, body, count, record, deadline[0])
+        finally:
+            deadline[0] += record.throttled_wait
 
     def probe(self, entries: Sequence[AuditEntry] = ()) -> None:
         """Post *entries* in one request through the same pipeline as batches, and raise what the SDK raises.
