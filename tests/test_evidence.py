@@ -5,13 +5,14 @@ from __future__ import annotations
 import dataclasses
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import anyio
 import anyio.lowlevel
 import pytest
+from anyio.abc import TaskStatus
 from azure_helpers import sink_for
 
 from sentinel_forwarder import (
@@ -19,6 +20,7 @@ from sentinel_forwarder import (
     BufferingForwarder,
     ForwarderSettings,
     HashChain,
+    SendResult,
     Severity,
     record_hash,
     verify_chain,
@@ -383,3 +385,79 @@ async def test_a_row_the_chain_cannot_encode_as_utf8_costs_that_row_alone(emu: E
     assert len(landed) == 9
     report = verify_chain(landed)
     assert [b.kind for b in report.breaks] == ["gap"]
+
+
+async def test_a_spool_commit_aborted_while_linking_leaves_no_gap_in_the_chain(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The drain deadline passes while a commit links its rows: the linking completes in one pass, so the
+    rows carry sequences 1..n with no gap (a link cut short and done again would skip the numbers of the
+    rows linked before the cut, and the verifier would report rows missing that never existed)."""
+    link_all = HashChain.link_all
+    fwd: BufferingForwarder | None = None
+
+    def aborting(self: HashChain, entries: Any) -> list[AuditEntry]:
+        assert fwd is not None
+        fwd._run.scopes.abort()  # what the drain deadline does
+        return link_all(self, entries)
+
+    first = RecordingForwarder()
+    fwd = BufferingForwarder(first, spool=tmp_path, max_interval=60, max_batch_size=1000)
+    async with fwd:
+        monkeypatch.setattr(HashChain, "link_all", aborting)
+        for i in range(1000):
+            fwd.forward(AuditEntry(f"e{i}"))
+        with anyio.fail_after(30):
+            await fwd._run._drained.wait()  # type: ignore[union-attr]  # the aborted pump stopped
+    monkeypatch.setattr(HashChain, "link_all", link_all)
+    later = RecordingForwarder()  # the next run delivers what the first left in the spool
+    async with BufferingForwarder(later, spool=tmp_path, max_interval=0.01) as again:
+        assert await again.flush(60) == 0
+    rows = first.rows + later.rows
+    assert sorted(e.sequence for e in rows) == list(range(1, 1001))
+    assert verify_chain(rows, previous_hash="").ok
+
+
+class SlowHeartbeatSink(RecordingForwarder):
+    """The first periodic heartbeat hangs at this sink until ``let_go`` is set (a slow service); the sink
+    notes whether that send was cancelled."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.beat_started = anyio.Event()
+        self.let_go = anyio.Event()
+        self.beat_cancelled = False
+
+    async def send_batch(self, entries: Sequence[AuditEntry], /) -> SendResult:
+        if entries[0].heartbeat is not None and not self.beat_started.is_set():
+            self.beat_started.set()
+            try:
+                await self.let_go.wait()
+            except anyio.get_cancelled_exc_class():
+                self.beat_cancelled = True
+                raise
+        return await super().send_batch(entries)
+
+
+async def test_cancelling_the_forwarders_task_does_not_cut_a_heartbeat_in_flight_short() -> None:
+    """The application's scope around ``run()`` is cancelled while a heartbeat is with the sink: the
+    heartbeat is shielded like a delivery (the run's work scope), so it completes and lands, and the final
+    one follows."""
+    sink = SlowHeartbeatSink()
+    fwd = BufferingForwarder(sink, heartbeat_interval=0.01, drain_timeout=60)
+    around = anyio.CancelScope()
+
+    async def serve(*, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        with around:
+            await fwd.run(task_status=task_status)
+
+    async with anyio.create_task_group() as tg:
+        await tg.start(serve)
+        with anyio.fail_after(30):
+            await sink.beat_started.wait()
+        around.cancel()
+        await anyio.wait_all_tasks_blocked()  # the cancellation has reached every task it can reach
+        assert not sink.beat_cancelled and not sink.closed  # the heartbeat is still with the sink
+        sink.let_go.set()
+    assert not sink.beat_cancelled
+    assert [b["final"] for b in beats(sink)] == [False, True]

@@ -10,7 +10,7 @@ import anyio.lowlevel
 import pytest
 from azure_helpers import TYPED_RULE_ID, landed_ids, rows, sink_for
 
-from sentinel_forwarder import AuditEntry, BufferingForwarder
+from sentinel_forwarder import MAX_REQUEST_BYTES, AuditEntry, BufferingForwarder
 from sentinel_forwarder._model.wire import Codec
 from sentinel_forwarder._spool import admin as _spool_admin
 from sentinel_forwarder.emulator import Emulator
@@ -130,3 +130,23 @@ async def test_rows_are_serialised_once_for_the_spool_and_the_wire(
     assert fwd.statistics().sent == 200
     assert sorted(landed_ids(emu)) == sorted(e.id for e in first + second)
     assert sorted(encoded) == sorted(e.id for e in first + second)  # each once: at the commit
+
+
+async def test_a_row_too_large_for_any_request_is_the_one_dead_letter_of_its_batch(
+    emu: Emulator, tmp_path: Path
+) -> None:
+    """The sink refuses one row of a batch before posting (too large for any request) and delivers the rest:
+    it says which row fared how, so the spool moves that row alone to the dead letters and deletes the
+    rows that landed (not: every row deleted as if all had the same fate)."""
+    good = rows(3)
+    huge = AuditEntry("y" * (MAX_REQUEST_BYTES + 10))
+    async with BufferingForwarder(sink_for(emu), spool=tmp_path, max_batch_size=10, max_interval=0.01) as fwd:
+        for e in [good[0], huge, *good[1:]]:  # one commit, one delivery
+            fwd.forward(e)
+        assert await fwd.flush(120) == 0
+    stats = fwd.statistics()
+    assert stats.sent == 3 and stats.dropped == {"too_large": 1}
+    assert stats.dead_letters == 1 and stats.spooled == 0
+    assert sorted(landed_ids(emu)) == sorted(e.id for e in good)
+    [letter] = _spool_admin.dead_letters(tmp_path)
+    assert _spool_admin.row_json(letter.row)["Id"] == huge.id
