@@ -66,27 +66,22 @@ class ThrottleGate:
         self._jitter = jitter
         self._lock = threading.Lock()
         self._until = float("-inf")
-        #: Seconds the gate has been closed in all (each pause counted once, overlaps merged).
-        self.throttled_seconds = 0.0
-        #: Times the service throttled a delivery.
-        self.throttles = 0
 
     def close_for(self, retry_after: float | None) -> float:
         """The service throttled a delivery and asked to wait *retry_after* seconds (``None``: unsaid).
 
-        :returns: the seconds this added to the pause (0 if an earlier pause already covers it).
+        :returns: the seconds this added to the pause (0 if an earlier pause already covers it), for the
+            ledger, which counts throttles and the time paused.
         """
         wait = THROTTLE_DEFAULT_WAIT if not retry_after else min(float(retry_after), THROTTLE_MAX_WAIT)
         wait *= 1.0 + _JITTER * self._jitter()
         now = self._clock()
         with self._lock:
-            self.throttles += 1
             start = max(now, self._until)
             until = now + wait
             added = max(until - start, 0.0)
             if until > self._until:
                 self._until = until
-            self.throttled_seconds += added
             return added
 
     def delay(self) -> float:
